@@ -1,0 +1,147 @@
+//! The command line: argument definitions and the commands' bodies.
+//!
+//! Each command returns the process exit status: 0 for success, 1 when the
+//! input (config, target) is refused, 2 for usage errors and for commands
+//! that are not built yet.
+
+mod ca;
+mod check;
+mod env;
+mod explain;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// keyhole: an egress proxy that swaps credential placeholders for real
+/// secrets, only on the hosts each credential allows.
+#[derive(Debug, Parser)]
+#[command(name = "keyhole", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy.
+    Run(RunArgs),
+    /// Print the environment a sandbox needs to use the proxy.
+    Env(EnvArgs),
+    /// Validate a config file: exit 0, or exit 1 with one line per problem.
+    Check(ConfigArg),
+    /// Say what keyhole would do with a host or URL, and why.
+    Explain(ExplainArgs),
+    /// Print the CA certificate (PEM), creating the CA if there is none.
+    Ca(CaArgs),
+}
+
+/// `--config FILE`.
+#[derive(Debug, clap::Args)]
+pub struct ConfigArg {
+    /// The JSON config file.
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+}
+
+/// Arguments of `keyhole run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The JSON config file.
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Address the proxy listens on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Folder for the CA and other state that must survive a restart.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Extra trusted roots (PEM) for upstream servers, on top of the system's.
+    #[arg(long, value_name = "PEM")]
+    pub upstream_ca: Vec<PathBuf>,
+    /// Pin HOST:PORT to ADDR, as curl's --resolve does.
+    #[arg(long, value_name = "HOST:PORT:ADDR")]
+    pub resolve: Vec<String>,
+    /// Turn on the admin API on this address.
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<String>,
+    /// File holding the admin API token.
+    #[arg(long, value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Log line format (the level comes from RUST_LOG, default info).
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: crate::logging::LogFormat,
+}
+
+/// Arguments of `keyhole env`.
+#[derive(Debug, clap::Args)]
+pub struct EnvArgs {
+    /// The JSON config file.
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Address the proxy listens on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Folder holding the CA.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "sh")]
+    pub format: EnvFormat,
+}
+
+/// Formats of `keyhole env`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum EnvFormat {
+    /// `export NAME='value'` lines for `eval`.
+    Sh,
+    /// `NAME=value` lines.
+    Dotenv,
+    /// One flat JSON object.
+    Json,
+}
+
+/// Arguments of `keyhole explain`.
+#[derive(Debug, clap::Args)]
+pub struct ExplainArgs {
+    /// The JSON config file.
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// A host, host:port, or an http(s):// URL.
+    pub target: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: ExplainFormat,
+}
+
+/// Formats of `keyhole explain`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ExplainFormat {
+    /// Lines for people.
+    Text,
+    /// One JSON object.
+    Json,
+}
+
+/// Arguments of `keyhole ca`.
+#[derive(Debug, clap::Args)]
+pub struct CaArgs {
+    /// Folder holding the CA.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// Runs a parsed command line and returns the exit status.
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Check(args) => check::run(&args.config),
+        Command::Explain(args) => explain::run(&args),
+        Command::Run(args) => run::run(&args),
+        Command::Env(args) => env::run(&args),
+        Command::Ca(args) => ca::run(&args),
+    }
+}

@@ -1,0 +1,99 @@
+//! `keyhole run`: load everything, bind, serve until SIGTERM or SIGINT.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use super::RunArgs;
+use crate::config;
+use crate::logging;
+use crate::placeholder::PlaceholderKey;
+use crate::policy::Policy;
+use crate::proxy::resolve::Resolver;
+use crate::proxy::{Proxy, Snapshot};
+use crate::state;
+use crate::substitute::Substitutions;
+use crate::tls::leaf::DEFAULT_LEAF_CACHE_CAPACITY;
+use crate::tls::{upstream, CertificateAuthority, LeafCache};
+
+/// Runs the proxy; exit 0 after a clean shutdown, 1 when it cannot start.
+pub fn run(args: &RunArgs) -> ExitCode {
+    logging::init(args.log_format);
+    if args.admin.is_some() || args.admin_token_file.is_some() {
+        eprintln!("keyhole run: the admin API (--admin) is not implemented yet; start without it");
+        return ExitCode::from(2);
+    }
+    let proxy = match build(args) {
+        Ok(p) => p,
+        Err(message) => {
+            eprintln!("keyhole run: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("keyhole run: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let listener = match TcpListener::bind(&args.listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!(
+                    "keyhole run: cannot listen on {}: {e}; pick another --listen address",
+                    args.listen
+                );
+                return ExitCode::FAILURE;
+            }
+        };
+        let addr = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|_| args.listen.clone());
+        // One fixed line on stdout, for scripts and tests that pass port 0.
+        println!("keyhole listening on {addr}");
+        tracing::info!(%addr, "listening");
+        Arc::new(proxy).serve(listener, shutdown_signal()).await;
+        tracing::info!("stopped");
+        ExitCode::SUCCESS
+    })
+}
+
+fn build(args: &RunArgs) -> Result<Proxy, String> {
+    let config = config::load(&args.config).map_err(|e| e.to_string())?;
+    let dir = state::resolve_dir(args.state_dir.as_deref()).map_err(|e| e.to_string())?;
+    let ca = CertificateAuthority::load_or_create(&dir).map_err(|e| e.to_string())?;
+    let key = PlaceholderKey::load_or_create(&dir).map_err(|e| e.to_string())?;
+    let substitutions = Substitutions::new(&config, &key).map_err(|e| e.to_string())?;
+    let leaves =
+        LeafCache::new(Arc::new(ca), DEFAULT_LEAF_CACHE_CAPACITY).map_err(|e| e.to_string())?;
+    let tls = upstream::client_config(&args.upstream_ca).map_err(|e| e.to_string())?;
+    let resolver = Resolver::from_args(&args.resolve).map_err(|e| e.to_string())?;
+    let snapshot = Snapshot {
+        policy: Policy::new(config),
+        substitutions,
+    };
+    Ok(Proxy::new(snapshot, leaves, tls, resolver))
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = term => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}

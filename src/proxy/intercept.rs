@@ -1,0 +1,258 @@
+//! Interception: terminate the client's TLS with a leaf certificate for the
+//! CONNECT host, then check and relay each request.
+//!
+//! Fail closed at every step: a tunnel that does not start with a TLS
+//! ClientHello within [`PEEK_TIMEOUT`] is refused (never relayed blindly);
+//! an SNI naming another host is refused (absent SNI only for IP targets);
+//! a request whose `Host`/`:authority` names another host gets `421`. The
+//! upstream is always the CONNECT authority.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_rustls::LazyConfigAcceptor;
+
+use super::body::{BodyError, ProxyBody};
+use super::headers::{strip_hop_by_hop, strip_host};
+use super::respond::Refusal;
+use super::rewind::Rewind;
+use super::{relay, serve_gracefully, Proxy, HEADER_READ_TIMEOUT};
+use crate::policy::{Authority, Host};
+
+/// Longest wait for the first byte inside a new tunnel.
+pub const PEEK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for the client's TLS handshake.
+pub const CLIENT_TLS_TIMEOUT: Duration = Duration::from_secs(10);
+/// First byte of a TLS handshake record, as every ClientHello starts.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// Serves one intercepted tunnel to `target` until the client is done.
+pub async fn serve(proxy: Arc<Proxy>, mut io: TokioIo<Upgraded>, target: Authority) {
+    let host = target.host.clone();
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(PEEK_TIMEOUT, io.read(&mut first)).await {
+        Ok(Ok(1)) => {}
+        Ok(Ok(_)) | Ok(Err(_)) => return,
+        Err(_) => {
+            tracing::info!(%host, "intercepted tunnel closed: no TLS ClientHello within {}s", PEEK_TIMEOUT.as_secs());
+            return;
+        }
+    }
+    if first[0] != TLS_HANDSHAKE_RECORD {
+        tracing::warn!(%host, "intercepted tunnel refused: the client did not start TLS");
+        let refusal = Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "tls_protocol_error",
+            format!("keyhole intercepts {host} and expects TLS inside the tunnel; it never relays other bytes blindly. Use https://"),
+        );
+        let _ = io.write_all(&refusal.to_http1_bytes()).await;
+        let _ = io.shutdown().await;
+        return;
+    }
+    let acceptor = LazyConfigAcceptor::new(
+        rustls::server::Acceptor::default(),
+        Rewind::new(first.to_vec(), io),
+    );
+    let start = match tokio::time::timeout(CLIENT_TLS_TIMEOUT, acceptor).await {
+        Ok(Ok(start)) => start,
+        Ok(Err(e)) => {
+            tracing::warn!(%host, error = %e, "intercepted tunnel refused: not a TLS ClientHello");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(%host, "intercepted tunnel closed: ClientHello incomplete after {}s", CLIENT_TLS_TIMEOUT.as_secs());
+            return;
+        }
+    };
+    let sni = start.client_hello().server_name().map(str::to_owned);
+    match sni.as_deref().map(Host::parse) {
+        Some(Ok(named)) if named == host => {}
+        None if !host.is_name() => {}
+        Some(_) => {
+            tracing::warn!(%host, sni = sni.as_deref().unwrap_or(""), "TLS refused: the SNI names another host than the CONNECT target");
+            return;
+        }
+        None => {
+            tracing::warn!(%host, "TLS refused: no SNI; a client must name the CONNECT host in its SNI");
+            return;
+        }
+    }
+    let config = match proxy.leaves.server_config(&host).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(%host, error = %e, "cannot issue a leaf certificate");
+            return;
+        }
+    };
+    let tls = match tokio::time::timeout(CLIENT_TLS_TIMEOUT, start.into_stream(config)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::info!(%host, error = %e, "client TLS handshake failed; does the client trust keyhole's CA?");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(%host, "client TLS handshake timed out");
+            return;
+        }
+    };
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let target = Arc::new(target);
+    let service_proxy = proxy.clone();
+    let service = service_fn(move |req| {
+        let proxy = service_proxy.clone();
+        let target = target.clone();
+        async move { Ok::<_, Infallible>(handle(&proxy, &target, req).await) }
+    });
+    let io = TokioIo::new(tls);
+    let result = if h2 {
+        let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .serve_connection(io, service);
+        serve_gracefully!(conn, proxy.stop_signal())
+    } else {
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .serve_connection(io, service);
+        serve_gracefully!(conn, proxy.stop_signal())
+    };
+    if let Err(e) = result {
+        tracing::debug!(%host, error = %e, "intercepted connection ended with an error");
+    }
+}
+
+/// Checks, substitutes and relays one request of an intercepted tunnel.
+async fn handle(proxy: &Proxy, target: &Authority, req: Request<Incoming>) -> Response<ProxyBody> {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let host = &target.host;
+    if let Err(refusal) = check_destination(target, &req) {
+        tracing::warn!(%method, %host, status = refusal.status.as_u16(), "request refused: {}", refusal.message);
+        return refusal.into_response();
+    }
+    if method == Method::CONNECT {
+        return Refusal::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "http_request_denied",
+            "a CONNECT inside an intercepted tunnel is refused",
+        )
+        .into_response();
+    }
+    let snapshot = proxy.snapshot();
+    let policy = &snapshot.policy;
+    if !policy.egress_allows(host) {
+        return Refusal::new(
+            StatusCode::FORBIDDEN,
+            "http_request_denied",
+            format!("egress does not allow {host}"),
+        )
+        .into_response();
+    }
+    let allowed = policy.credentials_for(host);
+    let (mut parts, body) = req.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    strip_host(&mut parts.headers);
+    let report = match snapshot.substitutions.headers(&mut parts.headers, allowed) {
+        Ok(r) => r,
+        Err(e) => {
+            return Refusal::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "proxy_configuration_error",
+                e.to_string(),
+            )
+            .into_response()
+        }
+    };
+    let id = |i: &u32| policy.credential(*i).map_or("?", |c| c.id.as_str());
+    for i in &report.passed {
+        tracing::warn!(credential = id(i), %host, "placeholder passed unsubstituted: its credential does not allow this host or location");
+    }
+    let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let port = target.port.unwrap_or(443);
+    let uri = match Uri::try_from(format!("https://{host}:{port}{pq}")) {
+        Ok(u) => u,
+        Err(_) => {
+            return Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "http_request_error",
+                "the request target is not valid",
+            )
+            .into_response()
+        }
+    };
+    parts.uri = uri;
+    // The upstream leg's version follows the upstream's ALPN, not the client's.
+    parts.version = Version::HTTP_11;
+    let req = Request::from_parts(parts, body.map_err(|e| Box::new(e) as BodyError).boxed());
+    let res = relay::send(proxy, req).await;
+    let substituted: Vec<&str> = report.substituted.iter().map(id).collect();
+    tracing::info!(
+        %method,
+        %host,
+        status = res.status().as_u16(),
+        ms = start.elapsed().as_millis() as u64,
+        substituted = %substituted.join(","),
+        "request"
+    );
+    res
+}
+
+/// Every host the request names (`:authority` or the absolute URI, and
+/// `Host`) must be the CONNECT host, on the CONNECT port.
+fn check_destination(target: &Authority, req: &Request<Incoming>) -> Result<(), Refusal> {
+    let want_port = target.port.unwrap_or(443);
+    let from_uri = req.uri().authority().map(|a| a.as_str());
+    let mut hosts = req.headers().get_all(http::header::HOST).iter();
+    let from_header = match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => {
+            return Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "http_request_error",
+                "the request has more than one Host header",
+            ))
+        }
+        (Some(v), None) => Some(v.to_str().map_err(|_| {
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "http_request_error",
+                "the Host header is not valid",
+            )
+        })?),
+        _ => None,
+    };
+    if from_uri.is_none() && from_header.is_none() {
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "http_request_error",
+            "the request names no host; send a Host header",
+        ));
+    }
+    for named in [from_uri, from_header].into_iter().flatten() {
+        let parsed = Authority::parse(named);
+        let same = parsed
+            .as_ref()
+            .is_ok_and(|a| a.host == target.host && a.port.unwrap_or(443) == want_port);
+        if !same {
+            // Only a normalised host is repeated, never the raw header.
+            let named = parsed.map_or_else(|_| "an invalid host".to_owned(), |a| a.to_string());
+            return Err(Refusal::new(
+                StatusCode::MISDIRECTED_REQUEST,
+                "http_request_denied",
+                format!(
+                    "this tunnel was opened to {}:{want_port} but the request names {named}; keyhole sends a request only to the host its CONNECT named, so open a new tunnel to that host",
+                    target.host
+                ),
+            )
+            .details("request host differs from the CONNECT host"));
+        }
+    }
+    Ok(())
+}

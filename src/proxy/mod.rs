@@ -1,0 +1,196 @@
+//! The proxy: listener, request dispatch, and shutdown.
+//!
+//! A client connection speaks HTTP/1.1 to keyhole. Absolute-form `http://`
+//! requests are forwarded as they are ([`forward`]); `CONNECT` is decided
+//! before it is answered ([`connect`]): denied, tunnelled byte for byte
+//! when no credential could ever apply, or intercepted ([`intercept`]).
+//!
+//! Module map: [`respond`] builds every response keyhole makes itself,
+//! [`upstream`] dials and pools upstream connections, [`resolve`] handles
+//! `--resolve`, [`headers`] strips hop-by-hop headers.
+
+pub mod body;
+pub mod connect;
+pub mod forward;
+pub mod headers;
+pub mod intercept;
+pub mod relay;
+pub mod resolve;
+pub mod respond;
+pub mod rewind;
+pub mod upstream;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
+
+use self::body::ProxyBody;
+use self::resolve::Resolver;
+use self::respond::Refusal;
+use crate::policy::Policy;
+use crate::substitute::Substitutions;
+use crate::tls::LeafCache;
+
+/// Longest wait for a client's request headers (slowloris bound).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest wait, after shutdown is asked for, for requests in flight.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// What one policy generation holds: the compiled policy and the
+/// placeholders and secrets that go with it. Swapped as a whole.
+pub struct Snapshot {
+    /// Where requests may go and which credentials apply.
+    pub policy: Policy,
+    /// Placeholders and secrets, by credential index.
+    pub substitutions: Substitutions,
+}
+
+/// Everything the connections share.
+pub struct Proxy {
+    snapshot: Arc<Snapshot>,
+    leaves: LeafCache,
+    client: upstream::Client,
+    resolver: Arc<Resolver>,
+    tasks: TaskTracker,
+    /// Becomes `true` when shutdown begins: every HTTP connection then
+    /// finishes its requests in flight and closes.
+    stopping: watch::Sender<bool>,
+}
+
+/// Drives a hyper connection to its end; once shutdown begins, asks it to
+/// finish the requests in flight and close.
+macro_rules! serve_gracefully {
+    ($conn:expr, $stop:expr) => {{
+        let conn = $conn;
+        let mut stop = $stop;
+        tokio::pin!(conn);
+        tokio::select! {
+            result = conn.as_mut() => result,
+            // The guard `wait_for` returns is dropped at once: it is not Send.
+            () = async { let _ = stop.wait_for(|stopping| *stopping).await; } => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        }
+    }};
+}
+pub(crate) use serve_gracefully;
+
+// === impl Proxy ===
+
+impl Proxy {
+    /// Assembles a proxy from its parts.
+    pub fn new(
+        snapshot: Snapshot,
+        leaves: LeafCache,
+        tls: Arc<rustls::ClientConfig>,
+        resolver: Resolver,
+    ) -> Proxy {
+        let resolver = Arc::new(resolver);
+        Proxy {
+            snapshot: Arc::new(snapshot),
+            leaves,
+            client: upstream::client(tls, resolver.clone()),
+            resolver,
+            tasks: TaskTracker::new(),
+            stopping: watch::Sender::new(false),
+        }
+    }
+
+    /// A receiver that sees `true` once shutdown begins.
+    fn stop_signal(&self) -> watch::Receiver<bool> {
+        self.stopping.subscribe()
+    }
+
+    /// The policy generation in force.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.clone()
+    }
+
+    /// Accepts connections on `listener` until `shutdown` completes, then
+    /// stops accepting and lets requests in flight finish within
+    /// [`SHUTDOWN_GRACE`].
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = listener.accept() => {
+                    let (tcp, peer) = match accepted {
+                        Ok(a) => a,
+                        Err(e) => {
+                            // Out of file descriptors and the like: back off
+                            // instead of spinning.
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let _ = tcp.set_nodelay(true);
+                    let proxy = self.clone();
+                    let stop = self.stop_signal();
+                    self.tasks.spawn(async move {
+                        let service = service_fn(move |req| {
+                            let proxy = proxy.clone();
+                            async move { Ok::<_, Infallible>(proxy.dispatch(req, peer).await) }
+                        });
+                        let conn = hyper::server::conn::http1::Builder::new()
+                            .timer(TokioTimer::new())
+                            .header_read_timeout(HEADER_READ_TIMEOUT)
+                            .serve_connection(TokioIo::new(tcp), service)
+                            .with_upgrades();
+                        if let Err(e) = serve_gracefully!(conn, stop) {
+                            tracing::debug!(%peer, error = %e, "client connection ended with an error");
+                        }
+                    });
+                }
+            }
+        }
+        drop(listener);
+        tracing::info!(
+            "shutting down: no new connections; waiting up to {}s for requests in flight",
+            SHUTDOWN_GRACE.as_secs()
+        );
+        self.tasks.close();
+        self.stopping.send_replace(true);
+        let drained = self.tasks.wait();
+        if tokio::time::timeout(SHUTDOWN_GRACE, drained).await.is_err() {
+            tracing::warn!("shutdown grace period over; closing the remaining connections");
+        }
+    }
+
+    async fn dispatch(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<ProxyBody> {
+        if req.method() == Method::CONNECT {
+            return connect::handle(self, req, peer).await;
+        }
+        match req.uri().scheme_str() {
+            Some("http") => forward::handle(self, req).await,
+            Some("https") => Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "http_request_error",
+                "https:// URLs must be sent through a CONNECT tunnel; set HTTPS_PROXY, not only HTTP_PROXY",
+            )
+            .into_response(),
+            _ => Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "http_request_error",
+                "keyhole is a proxy: send absolute-form http:// requests or CONNECT, as clients do with HTTP_PROXY and HTTPS_PROXY",
+            )
+            .into_response(),
+        }
+    }
+}

@@ -1,0 +1,738 @@
+//! The proxy through real sockets: keyhole's binary, curl and a Rust
+//! client, against TLS upstreams certified by a test CA, all on 127.0.0.1.
+
+mod support;
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use http::{Request, Version};
+use http_body_util::Empty;
+use support::client;
+use support::proxy::Keyhole;
+use support::upstream::{plain_upstream, tls_upstream, Alpn, TestCa, Upstream};
+
+const API_SECRET: &str = "sek_api_9c1d7e33";
+const WILD_SECRET: &str = "sek_wild_4b2a9f11";
+const IP_SECRET: &str = "sek_ip_77aa01de";
+const OTHER_SECRET: &str = "sek_other_5e5e0c";
+const SECRETS: [&str; 4] = [API_SECRET, WILD_SECRET, IP_SECRET, OTHER_SECRET];
+const API_PLACEHOLDER: &str = "kh_pinned_api_0123456789";
+
+/// Every name the test upstream's certificate covers.
+const NAMES: [&str; 8] = [
+    "api.example.test",
+    "x.wild.example.test",
+    "a.b.wild.example.test",
+    "wild.example.test",
+    "other.test",
+    "evil.test",
+    "tunnel.test",
+    "127.0.0.1",
+];
+
+fn config() -> String {
+    format!(
+        r#"{{
+  "egress": {{"type": "limited", "allowed_hosts": ["api.example.test", "*.wild.example.test", "wild.example.test", "other.test", "evil.test", "tunnel.test", "127.0.0.1"]}},
+  "credentials": [
+    {{"id": "vcrd_api", "auth": {{"type": "environment_variable", "secret_name": "API_TOKEN", "secret_value": "{API_SECRET}",
+      "placeholder": "{API_PLACEHOLDER}", "networking": {{"type": "limited", "allowed_hosts": ["api.example.test"]}}}}}},
+    {{"id": "vcrd_wild", "auth": {{"type": "environment_variable", "secret_name": "WILD_TOKEN", "secret_value": "{WILD_SECRET}",
+      "networking": {{"type": "limited", "allowed_hosts": ["*.wild.example.test"]}}}}}},
+    {{"id": "vcrd_ip", "auth": {{"type": "environment_variable", "secret_name": "IP_TOKEN", "secret_value": "{IP_SECRET}",
+      "networking": {{"type": "limited", "allowed_hosts": ["127.0.0.1"]}}}}}},
+    {{"id": "vcrd_other", "auth": {{"type": "environment_variable", "secret_name": "OTHER_TOKEN", "secret_value": "{OTHER_SECRET}",
+      "networking": {{"type": "limited", "allowed_hosts": ["other.test"]}}}}}}
+  ]
+}}"#
+    )
+}
+
+/// A test CA, an upstream for every name, keyhole pinned to it, and the
+/// placeholders `keyhole env` hands out.
+struct World {
+    ca: TestCa,
+    upstream: Upstream,
+    keyhole: Keyhole,
+    env: HashMap<String, String>,
+    bundle: std::path::PathBuf,
+}
+
+async fn world(alpn: Alpn, extra: &[&str], env: &[(&str, &str)]) -> World {
+    let ca = TestCa::new();
+    let upstream = tls_upstream(&ca, &NAMES, alpn).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_path = dir.path().join("upstream-ca.pem");
+    std::fs::write(&ca_path, &ca.cert_pem).unwrap();
+    let mut args: Vec<String> = vec!["--upstream-ca".into(), ca_path.display().to_string()];
+    for name in NAMES.iter().filter(|n| !n.starts_with("127.")) {
+        args.push("--resolve".into());
+        args.push(format!("{name}:{}:127.0.0.1", upstream.port()));
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let keyhole = Keyhole::start_in(dir, &config(), &args, env);
+    let env = keyhole_env(&keyhole);
+    // curl trusts keyhole's CA (intercepted hosts) and the test CA (tunnelled ones).
+    let bundle = keyhole.write(
+        "curl-bundle.pem",
+        &format!("{}{}", keyhole.ca_pem(), ca.cert_pem),
+    );
+    World {
+        ca,
+        upstream,
+        keyhole,
+        env,
+        bundle,
+    }
+}
+
+/// `keyhole env --format json` for the running proxy's config and state.
+fn keyhole_env(k: &Keyhole) -> HashMap<String, String> {
+    let config = k.state_dir.parent().unwrap().join("config.json");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keyhole"))
+        .args([
+            "env",
+            "--format",
+            "json",
+            "--listen",
+            &k.addr.to_string(),
+            "--config",
+        ])
+        .arg(&config)
+        .arg("--state-dir")
+        .arg(&k.state_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+impl World {
+    fn placeholder(&self, name: &str) -> &str {
+        &self.env[name]
+    }
+
+    /// curl through keyhole; returns (exit ok, stdout, stderr).
+    async fn curl(&self, args: &[&str]) -> (bool, String, String) {
+        let out = tokio::process::Command::new("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "20",
+                "--proxy",
+                &self.keyhole.url(),
+                "--cacert",
+            ])
+            .arg(&self.bundle)
+            .args(args)
+            .output()
+            .await
+            .expect("curl");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn url(&self, host: &str, path: &str) -> String {
+        format!("https://{host}:{}{path}", self.upstream.port())
+    }
+
+    /// The last request the upstream received.
+    fn last(&self) -> support::upstream::Recorded {
+        self.upstream
+            .received()
+            .pop()
+            .expect("the upstream received nothing")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn env_and_run_agree_on_placeholders() {
+    let w = world(Alpn::Both, &[], &[]).await;
+    assert_eq!(w.placeholder("API_TOKEN"), API_PLACEHOLDER);
+    for name in ["WILD_TOKEN", "IP_TOKEN", "OTHER_TOKEN"] {
+        let p = w.placeholder(name);
+        assert!(
+            p.len() >= 24 && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+            "{p}"
+        );
+    }
+    assert_eq!(w.env["HTTPS_PROXY"], w.keyhole.url());
+    assert_eq!(w.env["NODE_USE_ENV_PROXY"], "1");
+    let bundle = std::fs::read_to_string(&w.env["SSL_CERT_FILE"]).unwrap();
+    assert!(
+        bundle.starts_with(&w.keyhole.ca_pem()),
+        "the bundle starts with keyhole's CA"
+    );
+    // A second `env` gives the same placeholders.
+    assert_eq!(keyhole_env(&w.keyhole), w.env);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exact_host_gets_its_secret_in_a_header() {
+    let w = world(Alpn::Both, &[], &[]).await;
+    let auth = format!("Authorization: Bearer {API_PLACEHOLDER}");
+    let (ok, body, err) = w
+        .curl(&["-H", &auth, &w.url("api.example.test", "/user?q=1")])
+        .await;
+    assert!(ok, "{err}");
+    let rec = w.last();
+    assert_eq!(
+        rec.header("authorization").as_deref(),
+        Some(&*format!("Bearer {API_SECRET}"))
+    );
+    assert_eq!(
+        rec.authority,
+        format!("api.example.test:{}", w.upstream.port())
+    );
+    assert!(
+        body.contains(API_SECRET) || body.contains("authorization"),
+        "reflected: {body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wildcard_matches_subdomains_at_any_depth_but_not_the_bare_domain() {
+    let w = world(Alpn::Both, &[], &[]).await;
+    let ph = w.placeholder("WILD_TOKEN").to_owned();
+    let header = format!("X-Api-Key: {ph}");
+    for host in [
+        "x.wild.example.test",
+        "a.b.wild.example.test",
+        "X.WILD.Example.TEST",
+    ] {
+        let (ok, _, err) = w.curl(&["-H", &header, &w.url(host, "/")]).await;
+        assert!(ok, "{host}: {err}");
+        assert_eq!(
+            w.last().header("x-api-key").as_deref(),
+            Some(WILD_SECRET),
+            "{host}"
+        );
+    }
+    // The bare domain: no credential applies, so keyhole tunnels and the
+    // placeholder arrives as it was sent.
+    let (ok, _, err) = w
+        .curl(&["-H", &header, &w.url("wild.example.test", "/")])
+        .await;
+    assert!(ok, "{err}");
+    assert_eq!(w.last().header("x-api-key").as_deref(), Some(&*ph));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_placeholder_only_becomes_its_own_secret() {
+    let w = world(Alpn::Both, &[], &[]).await;
+    let wild = w.placeholder("WILD_TOKEN").to_owned();
+    let other = w.placeholder("OTHER_TOKEN").to_owned();
+    // On other.test: OTHER's placeholder is replaced, WILD's and API's pass unchanged.
+    let (ok, _, err) = w
+        .curl(&[
+            "-H",
+            &format!("X-A: {API_PLACEHOLDER}"),
+            "-H",
+            &format!("X-B: {wild}"),
+            "-H",
+            &format!("X-C: {other}"),
+            "-H",
+            &format!("X-{other}: name"),
+            &w.url("other.test", "/"),
+        ])
+        .await;
+    assert!(ok, "{err}");
+    let rec = w.last();
+    assert_eq!(rec.header("x-a").as_deref(), Some(API_PLACEHOLDER));
+    assert_eq!(rec.header("x-b").as_deref(), Some(&*wild));
+    assert_eq!(rec.header("x-c").as_deref(), Some(OTHER_SECRET));
+    assert_eq!(
+        rec.header(&format!("x-{other}")).as_deref(),
+        Some("name"),
+        "names are never substituted"
+    );
+    for s in [API_SECRET, WILD_SECRET, IP_SECRET] {
+        assert!(!rec.all_text().contains(s));
+    }
+    assert!(
+        w.keyhole.log().contains("placeholder passed unsubstituted"),
+        "{}",
+        w.keyhole.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn basic_auth_payload_is_substituted() {
+    let w = world(Alpn::Both, &[], &[]).await;
+    let user = format!("x-access-token:{API_PLACEHOLDER}");
+    let (ok, _, err) = w
+        .curl(&[
+            "-u",
+            &user,
+            &w.url("api.example.test", "/repo.git/info/refs"),
+        ])
+        .await;
+    assert!(ok, "{err}");
+    use base64::Engine;
+    let want =
+        base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{API_SECRET}"));
+    assert_eq!(
+        w.last().header("authorization").as_deref(),
+        Some(&*format!("Basic {want}"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http2_on_both_legs() {
+    let w = world(Alpn::H2, &[], &[]).await;
+    let auth = format!("Authorization: Bearer {API_PLACEHOLDER}");
+    let (ok, _, err) = w
+        .curl(&[
+            "--http2",
+            "-w",
+            "%{http_version}",
+            "-o",
+            "/dev/null",
+            "-H",
+            &auth,
+            &w.url("api.example.test", "/"),
+        ])
+        .await;
+    assert!(ok, "{err}");
+    let rec = w.last();
+    assert_eq!(rec.version, Version::HTTP_2, "upstream leg");
+    assert_eq!(
+        rec.header("authorization").as_deref(),
+        Some(&*format!("Bearer {API_SECRET}"))
+    );
+    // Client leg: the Rust client negotiates h2 with keyhole.
+    let tcp = client::connect(
+        w.keyhole.addr,
+        &format!("api.example.test:{}", w.upstream.port()),
+    )
+    .await
+    .unwrap();
+    let tls = client::tls(
+        tcp,
+        Some("api.example.test"),
+        None,
+        &[w.keyhole.ca_der()],
+        &[b"h2"],
+    )
+    .await
+    .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let req = Request::get(w.url("api.example.test", "/h2"))
+        .version(Version::HTTP_2)
+        .header("authorization", format!("Bearer {API_PLACEHOLDER}"))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let (res, _) = client::send(tls, req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        w.last().header("authorization").as_deref(),
+        Some(&*format!("Bearer {API_SECRET}"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http1_upstream_behind_an_http2_client() {
+    let w = world(Alpn::H1, &[], &[]).await;
+    let auth = format!("Authorization: Bearer {API_PLACEHOLDER}");
+    let (ok, _, err) = w
+        .curl(&["--http2", "-H", &auth, &w.url("api.example.test", "/")])
+        .await;
+    assert!(ok, "{err}");
+    let rec = w.last();
+    assert_eq!(rec.version, Version::HTTP_11);
+    assert_eq!(
+        rec.header("authorization").as_deref(),
+        Some(&*format!("Bearer {API_SECRET}"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ipv4_target_gets_an_ip_certificate_and_its_secret() {
+    let w = world(Alpn::Both, &[], &[]).await;
+    let ph = w.placeholder("IP_TOKEN").to_owned();
+    let (ok, _, err) = w
+        .curl(&["-H", &format!("X-Key: {ph}"), &w.url("127.0.0.1", "/ip")])
+        .await;
+    assert!(ok, "{err}");
+    assert_eq!(w.last().header("x-key").as_deref(), Some(IP_SECRET));
+    // Another spelling of the same address goes to the same place.
+    let tcp = client::connect(w.keyhole.addr, &format!("2130706433:{}", w.upstream.port()))
+        .await
+        .unwrap();
+    let tls = client::tls(
+        tcp,
+        None,
+        Some("127.0.0.1"),
+        &[w.keyhole.ca_der()],
+        &[b"http/1.1"],
+    )
+    .await
+    .unwrap();
+    let req = Request::get("/ip2")
+        .header("host", format!("127.0.0.1:{}", w.upstream.port()))
+        .header("x-key", &ph)
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let (res, _) = client::send(tls, req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(w.last().header("x-key").as_deref(), Some(IP_SECRET));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fronting_is_refused_both_ways() {
+    let w = world(Alpn::Both, &[], &[]).await;
+    let port = w.upstream.port();
+    let before = w.upstream.received().len();
+    // CONNECT to the allowed host, Host naming another: 421, nothing forwarded.
+    let tcp = client::connect(w.keyhole.addr, &format!("api.example.test:{port}"))
+        .await
+        .unwrap();
+    let tls = client::tls(
+        tcp,
+        Some("api.example.test"),
+        None,
+        &[w.keyhole.ca_der()],
+        &[b"http/1.1"],
+    )
+    .await
+    .unwrap();
+    let req = Request::get("/")
+        .header("host", format!("evil.test:{port}"))
+        .header("authorization", API_PLACEHOLDER)
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let (res, body) = client::send(tls, req).await.unwrap();
+    assert_eq!(res.status(), 421);
+    assert!(res.headers()["proxy-status"]
+        .to_str()
+        .unwrap()
+        .starts_with("keyhole; error=http_request_denied"));
+    assert!(body.contains("open a new tunnel"), "{body}");
+    // Same over HTTP/2 with a differing :authority.
+    let tcp = client::connect(w.keyhole.addr, &format!("api.example.test:{port}"))
+        .await
+        .unwrap();
+    let tls = client::tls(
+        tcp,
+        Some("api.example.test"),
+        None,
+        &[w.keyhole.ca_der()],
+        &[b"h2"],
+    )
+    .await
+    .unwrap();
+    let req = Request::get(format!("https://evil.test:{port}/"))
+        .version(Version::HTTP_2)
+        .header("authorization", API_PLACEHOLDER)
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let (res, _) = client::send(tls, req).await.unwrap();
+    assert_eq!(res.status(), 421);
+    // Another port of the same host is another destination.
+    let tcp = client::connect(w.keyhole.addr, &format!("api.example.test:{port}"))
+        .await
+        .unwrap();
+    let tls = client::tls(
+        tcp,
+        Some("api.example.test"),
+        None,
+        &[w.keyhole.ca_der()],
+        &[b"http/1.1"],
+    )
+    .await
+    .unwrap();
+    let req = Request::get("/")
+        .header("host", "api.example.test:1")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    assert_eq!(client::send(tls, req).await.unwrap().0.status(), 421);
+    assert_eq!(w.upstream.received().len(), before, "nothing was forwarded");
+    // CONNECT to a host no credential applies to, Host naming the allowed
+    // one: keyhole tunnels to the CONNECT host, and the secret never appears.
+    let tcp = client::connect(w.keyhole.addr, &format!("evil.test:{port}"))
+        .await
+        .unwrap();
+    let tls = client::tls(
+        tcp,
+        Some("evil.test"),
+        None,
+        std::slice::from_ref(&w.ca.cert_der),
+        &[b"http/1.1"],
+    )
+    .await
+    .unwrap();
+    let req = Request::get("/")
+        .header("host", format!("api.example.test:{port}"))
+        .header("authorization", API_PLACEHOLDER)
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let (res, _) = client::send(tls, req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        w.last().header("authorization").as_deref(),
+        Some(API_PLACEHOLDER)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sni_must_name_the_connect_host() {
+    let w = world(Alpn::Both, &[], &[]).await;
+    let port = w.upstream.port();
+    for sni in [Some("other.test"), None] {
+        let tcp = client::connect(w.keyhole.addr, &format!("api.example.test:{port}"))
+            .await
+            .unwrap();
+        let err = client::tls(
+            tcp,
+            sni,
+            Some("127.0.0.1"),
+            &[w.keyhole.ca_der()],
+            &[b"http/1.1"],
+        )
+        .await;
+        assert!(err.is_err(), "SNI {sni:?} was accepted");
+    }
+    assert!(w.keyhole.log().contains("SNI"), "{}", w.keyhole.log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tunnelled_hosts_show_their_real_certificate() {
+    let w = world(Alpn::Both, &[], &[]).await;
+    let tcp = client::connect(
+        w.keyhole.addr,
+        &format!("tunnel.test:{}", w.upstream.port()),
+    )
+    .await
+    .unwrap();
+    // Trusting only the test CA: the handshake works, so this is the
+    // upstream's own certificate, not one keyhole made.
+    let tls = client::tls(
+        tcp,
+        Some("tunnel.test"),
+        None,
+        std::slice::from_ref(&w.ca.cert_der),
+        &[b"http/1.1"],
+    )
+    .await
+    .unwrap();
+    let chain = tls.get_ref().1.peer_certificates().unwrap();
+    assert_ne!(chain[0].as_ref(), w.keyhole.ca_der().as_ref());
+    let tcp = client::connect(
+        w.keyhole.addr,
+        &format!("tunnel.test:{}", w.upstream.port()),
+    )
+    .await
+    .unwrap();
+    assert!(client::tls(
+        tcp,
+        Some("tunnel.test"),
+        None,
+        &[w.keyhole.ca_der()],
+        &[b"http/1.1"]
+    )
+    .await
+    .is_err());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn untrusted_upstream_gets_502_and_nothing_is_sent() {
+    let ca = TestCa::new();
+    let upstream = tls_upstream(&ca, &NAMES, Alpn::Both).await;
+    // No --upstream-ca: the test CA is not trusted.
+    let args = vec![
+        "--resolve".to_owned(),
+        format!("api.example.test:{}:127.0.0.1", upstream.port()),
+    ];
+    let keyhole = Keyhole::start(&config(), &args, &[]);
+    let tcp = client::connect(
+        keyhole.addr,
+        &format!("api.example.test:{}", upstream.port()),
+    )
+    .await
+    .unwrap();
+    let tls = client::tls(
+        tcp,
+        Some("api.example.test"),
+        None,
+        &[keyhole.ca_der()],
+        &[b"http/1.1"],
+    )
+    .await
+    .unwrap();
+    let req = Request::get("/")
+        .header("host", format!("api.example.test:{}", upstream.port()))
+        .header("authorization", API_PLACEHOLDER)
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let (res, body) = client::send(tls, req).await.unwrap();
+    assert_eq!(res.status(), 502);
+    let status = res.headers()["proxy-status"].to_str().unwrap();
+    assert!(
+        status.starts_with("keyhole; error=tls_certificate_error; details="),
+        "{status}"
+    );
+    assert!(
+        body.contains("api.example.test") && body.contains("nothing was sent"),
+        "{body}"
+    );
+    assert!(upstream.received().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn egress_denied_gets_403_before_anything_else() {
+    let w = world(Alpn::Both, &[], &[]).await;
+    let (ok, _, err) = w.curl(&["-f", "https://denied.test/"]).await;
+    assert!(!ok);
+    assert!(err.contains("403"), "{err}");
+    let res = client::connect(w.keyhole.addr, "denied.test:443")
+        .await
+        .unwrap_err();
+    assert!(res.starts_with("HTTP/1.1 403"), "{res}");
+    assert!(
+        res.contains("proxy-status: keyhole; error=http_request_denied"),
+        "{res}"
+    );
+    assert!(res.contains("egress does not allow denied.test"), "{res}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plaintext_http_is_forwarded_but_never_substituted() {
+    let plain = plain_upstream().await;
+    let w = world(
+        Alpn::Both,
+        &[
+            "--resolve",
+            &format!("api.example.test:{}:127.0.0.1", plain.port()),
+        ],
+        &[],
+    )
+    .await;
+    let url = format!("http://api.example.test:{}/plain", plain.port());
+    let (ok, _, err) = w
+        .curl(&[
+            "-H",
+            &format!("Authorization: Bearer {API_PLACEHOLDER}"),
+            &url,
+        ])
+        .await;
+    assert!(ok, "{err}");
+    let rec = plain.received().pop().unwrap();
+    assert_eq!(
+        rec.header("authorization").as_deref(),
+        Some(&*format!("Bearer {API_PLACEHOLDER}"))
+    );
+    assert!(w
+        .keyhole
+        .log()
+        .contains("plain http:// never carries a secret"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn non_tls_bytes_in_an_intercepted_tunnel_are_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let w = world(Alpn::Both, &[], &[]).await;
+    let mut tcp = client::connect(
+        w.keyhole.addr,
+        &format!("api.example.test:{}", w.upstream.port()),
+    )
+    .await
+    .unwrap();
+    tcp.write_all(
+        format!(
+            "GET / HTTP/1.1\r\nHost: api.example.test\r\nAuthorization: {API_PLACEHOLDER}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = String::new();
+    tcp.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    assert!(out.contains("error=tls_protocol_error"), "{out}");
+    assert!(w.upstream.received().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_requests_in_flight_finish_and_exits_zero() {
+    let mut w = world(Alpn::Both, &[], &[]).await;
+    let url = w.url("api.example.test", "/slow");
+    let proxy = w.keyhole.url();
+    let bundle = w.bundle.clone();
+    let slow = tokio::spawn(async move {
+        tokio::process::Command::new("curl")
+            .args(["-sS", "--max-time", "20", "--proxy", &proxy, "--cacert"])
+            .arg(&bundle)
+            .arg(&url)
+            .output()
+            .await
+            .unwrap()
+    });
+    // Let the request reach the upstream, which holds it for 1.5 s.
+    for _ in 0..100 {
+        if !w.upstream.received().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let code = tokio::task::block_in_place(|| w.keyhole.terminate());
+    assert_eq!(code, Some(0));
+    let out = slow.await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"version\""));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn trace_logs_hold_no_secret() {
+    let w = world(Alpn::Both, &[], &[("RUST_LOG", "trace")]).await;
+    let wild = w.placeholder("WILD_TOKEN").to_owned();
+    let ip = w.placeholder("IP_TOKEN").to_owned();
+    w.curl(&[
+        "-H",
+        &format!("Authorization: Bearer {API_PLACEHOLDER}"),
+        &w.url("api.example.test", "/a?token=x"),
+    ])
+    .await;
+    w.curl(&[
+        "--http2",
+        "-u",
+        &format!("u:{wild}"),
+        &w.url("x.wild.example.test", "/b"),
+    ])
+    .await;
+    w.curl(&["-H", &format!("X-Key: {ip}"), &w.url("127.0.0.1", "/c")])
+        .await;
+    w.curl(&[
+        "-H",
+        &format!("X-Key: {API_PLACEHOLDER}"),
+        &w.url("other.test", "/d"),
+    ])
+    .await;
+    let received = w.upstream.received();
+    assert!(
+        received.iter().any(|r| r.all_text().contains(API_SECRET)),
+        "the secrets did reach the upstream"
+    );
+    let log =
+        w.keyhole.log() + &std::fs::read_to_string(&w.keyhole.stdout_path).unwrap_or_default();
+    assert!(
+        log.lines().count() > 50,
+        "trace logging is on: {} lines",
+        log.lines().count()
+    );
+    for s in SECRETS {
+        assert!(!log.contains(s), "a secret is in the log");
+    }
+    assert!(!log.contains("token=x"), "a query string is in the log");
+}

@@ -1,0 +1,255 @@
+//! Test upstream servers on 127.0.0.1:0: TLS with certificates from a test
+//! CA made with rcgen here, or plain HTTP. They record every request they
+//! receive and reflect its headers in a JSON body, as some real APIs do.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, Version};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::net::TcpListener;
+
+/// A CA for test upstreams (not keyhole's CA).
+pub struct TestCa {
+    /// The CA certificate, PEM.
+    pub cert_pem: String,
+    /// The CA certificate, DER.
+    pub cert_der: CertificateDer<'static>,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl TestCa {
+    /// A fresh CA.
+    pub fn new() -> Self {
+        let key = KeyPair::generate().expect("ca key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "keyhole test upstream CA");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let cert = params.self_signed(&key).expect("ca cert");
+        TestCa {
+            cert_pem: cert.pem(),
+            cert_der: cert.der().clone(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    /// A leaf for `names` (DNS names, or IP addresses as IP SANs).
+    pub fn leaf(&self, names: &[&str]) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+        let key = KeyPair::generate().expect("leaf key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, names.first().copied().unwrap_or("test"));
+        params.is_ca = IsCa::ExplicitNoCa;
+        for n in names {
+            params.subject_alt_names.push(match n.parse() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => SanType::DnsName((*n).try_into().expect("dns name")),
+            });
+        }
+        let cert = params.signed_by(&key, &self.issuer).expect("leaf cert");
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        (vec![cert.der().clone(), self.cert_der.clone()], key)
+    }
+}
+
+/// One request as the upstream received it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// HTTP version of the upstream leg.
+    pub version: Version,
+    /// Method.
+    pub method: String,
+    /// Path and query.
+    pub path: String,
+    /// `:authority` (HTTP/2) or `Host` (HTTP/1.1).
+    pub authority: String,
+    /// Every header, in order.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl Recorded {
+    /// The first value of a header, as text.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    }
+
+    /// Every header and value as one text, for searching.
+    pub fn all_text(&self) -> String {
+        self.headers
+            .iter()
+            .map(|(n, v)| format!("{n}: {}\n", String::from_utf8_lossy(v)))
+            .collect()
+    }
+}
+
+/// Which protocols a TLS upstream offers by ALPN.
+#[derive(Debug, Clone, Copy)]
+pub enum Alpn {
+    /// HTTP/1.1 only.
+    H1,
+    /// HTTP/2 only.
+    H2,
+    /// Both, preferring HTTP/2.
+    Both,
+}
+
+/// A running test upstream.
+pub struct Upstream {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// What it received.
+    pub requests: Arc<Mutex<Vec<Recorded>>>,
+}
+
+impl Upstream {
+    /// A copy of the requests received so far.
+    pub fn received(&self) -> Vec<Recorded> {
+        self.requests.lock().expect("lock").clone()
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+}
+
+async fn respond(
+    requests: Arc<Mutex<Vec<Recorded>>>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+    let authority = req
+        .uri()
+        .authority()
+        .map(|a| a.to_string())
+        .or_else(|| {
+            req.headers()
+                .get("host")
+                .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
+        })
+        .unwrap_or_default();
+    let rec = Recorded {
+        version: req.version(),
+        method: req.method().to_string(),
+        path: req
+            .uri()
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
+        authority,
+        headers: req
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+            .collect(),
+    };
+    let slow = rec.path.starts_with("/slow");
+    let reflected: serde_json::Map<String, serde_json::Value> = rec
+        .headers
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.clone(),
+                serde_json::Value::String(String::from_utf8_lossy(v).into_owned()),
+            )
+        })
+        .collect();
+    let version = format!("{:?}", rec.version);
+    requests.lock().expect("lock").push(rec);
+    let _ = req.into_body().collect().await;
+    if slow {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    let body = serde_json::json!({"version": version, "headers": reflected}).to_string();
+    Ok(Response::builder()
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .expect("response"))
+}
+
+/// A TLS upstream for `names` with the given ALPN.
+pub async fn tls_upstream(ca: &TestCa, names: &[&str], alpn: Alpn) -> Upstream {
+    let (chain, key) = ca.leaf(names);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("server config");
+    config.alpn_protocols = match alpn {
+        Alpn::H1 => vec![b"http/1.1".to_vec()],
+        Alpn::H2 => vec![b"h2".to_vec()],
+        Alpn::Both => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let recorded = requests.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            let recorded = recorded.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                let svc = service_fn(move |req| respond(recorded.clone(), req));
+                let io = TokioIo::new(tls);
+                if h2 {
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(io, svc)
+                        .await;
+                } else {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, svc)
+                        .await;
+                }
+            });
+        }
+    });
+    Upstream { addr, requests }
+}
+
+/// A plain-HTTP upstream.
+pub async fn plain_upstream() -> Upstream {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let recorded = requests.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let recorded = recorded.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| respond(recorded.clone(), req));
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    Upstream { addr, requests }
+}
