@@ -262,6 +262,13 @@ async fn a_placeholder_only_becomes_its_own_secret() {
         "{}",
         w.keyhole.log()
     );
+    let mut w = w;
+    tokio::task::block_in_place(|| w.keyhole.terminate());
+    let log = w.keyhole.log();
+    assert!(
+        log.contains("substituted=1") && log.contains("passed_unsubstituted=3"),
+        "{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -684,6 +691,11 @@ async fn sigterm_lets_requests_in_flight_finish_and_exits_zero() {
     }
     let code = tokio::task::block_in_place(|| w.keyhole.terminate());
     assert_eq!(code, Some(0));
+    let log = w.keyhole.log();
+    assert!(
+        log.contains("totals") && log.contains("intercepts=1"),
+        "{log}"
+    );
     let out = slow.await.unwrap();
     assert!(
         out.status.success(),
@@ -735,4 +747,85 @@ async fn trace_logs_hold_no_secret() {
         assert!(!log.contains(s), "a secret is in the log");
     }
     assert!(!log.contains("token=x"), "a query string is in the log");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unreachable_upstreams_get_502_with_the_error_type() {
+    // A port with nothing listening: bind, note the port, close.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let args: Vec<String> = ["api.example.test", "tunnel.test"]
+        .iter()
+        .flat_map(|h| ["--resolve".to_owned(), format!("{h}:{closed}:127.0.0.1")])
+        .collect();
+    let keyhole = Keyhole::start(&config(), &args, &[]);
+    // Tunnelled host: keyhole dials before answering the CONNECT.
+    let res = client::connect(keyhole.addr, &format!("tunnel.test:{closed}"))
+        .await
+        .unwrap_err();
+    assert!(res.starts_with("HTTP/1.1 502"), "{res}");
+    assert!(
+        res.contains("proxy-status: keyhole; error=connection_refused"),
+        "{res}"
+    );
+    // Intercepted host: the request gets the 502.
+    let tcp = client::connect(keyhole.addr, &format!("api.example.test:{closed}"))
+        .await
+        .unwrap();
+    let tls = client::tls(
+        tcp,
+        Some("api.example.test"),
+        None,
+        &[keyhole.ca_der()],
+        &[b"http/1.1"],
+    )
+    .await
+    .unwrap();
+    let req = Request::get("/")
+        .header("host", format!("api.example.test:{closed}"))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let (res, body) = client::send(tls, req).await.unwrap();
+    assert_eq!(res.status(), 502);
+    assert_eq!(
+        res.headers()["proxy-status"],
+        "keyhole; error=connection_refused"
+    );
+    assert!(body.contains("refused the connection"), "{body}");
+    // A name that does not resolve.
+    let res = client::connect(keyhole.addr, "tunnel.test:1")
+        .await
+        .unwrap_err();
+    assert!(
+        res.contains("error=dns_error") || res.contains("error=connection_refused"),
+        "{res}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_logs_have_one_line_per_request() {
+    let w = world(Alpn::Both, &["--log-format", "json"], &[]).await;
+    let auth = format!("Authorization: Bearer {API_PLACEHOLDER}");
+    let (ok, _, err) = w
+        .curl(&["-H", &auth, &w.url("api.example.test", "/json?secret=q")])
+        .await;
+    assert!(ok, "{err}");
+    let log = w.keyhole.log();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let request = lines
+        .iter()
+        .find(|l| l["message"] == "request")
+        .unwrap_or_else(|| panic!("no request line in {log}"));
+    assert_eq!(request["method"], "GET");
+    assert_eq!(request["host"], "api.example.test");
+    assert_eq!(request["status"], 200);
+    assert_eq!(request["substituted"], "vcrd_api");
+    assert!(request["ms"].is_u64());
+    assert!(!log.contains("secret=q") && !log.contains(API_SECRET));
 }

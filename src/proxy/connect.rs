@@ -15,7 +15,7 @@ use hyper_util::rt::TokioIo;
 
 use super::body::ProxyBody;
 use super::respond::Refusal;
-use super::{intercept, upstream, Proxy};
+use super::{intercept, upstream, Counters, Proxy};
 use crate::policy::{Action, Authority};
 
 /// Handles one CONNECT request.
@@ -38,6 +38,7 @@ pub async fn handle(
     let action = snapshot.policy.decide(&target.host);
     match action {
         Action::Deny => {
+            Counters::add(&proxy.counters.denied, 1);
             tracing::info!(%peer, host = %target.host, port, action = "deny", "CONNECT");
             Refusal::new(
                 StatusCode::FORBIDDEN,
@@ -58,6 +59,7 @@ pub async fn handle(
                     return e.refusal().into_response();
                 }
             };
+            Counters::add(&proxy.counters.tunnels, 1);
             tracing::info!(%peer, host = %target.host, port, action = "tunnel", "CONNECT");
             let on_upgrade = hyper::upgrade::on(&mut req);
             let host = target.host.clone();
@@ -79,6 +81,7 @@ pub async fn handle(
             ok()
         }
         Action::Intercept(_) => {
+            Counters::add(&proxy.counters.intercepts, 1);
             tracing::info!(%peer, host = %target.host, port, action = "intercept", "CONNECT");
             let on_upgrade = hyper::upgrade::on(&mut req);
             let task_proxy = proxy.clone();

@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 use super::body::{BodyError, ProxyBody};
 use super::headers::{strip_hop_by_hop, strip_host};
 use super::respond::Refusal;
-use super::{relay, Proxy};
+use super::{relay, Counters, Proxy};
 use crate::policy::Authority;
 
 /// Forwards one plaintext request.
@@ -35,6 +35,7 @@ pub async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>) -> Response<Proxy
     };
     let snapshot = proxy.snapshot();
     if !snapshot.policy.egress_allows(&target.host) {
+        Counters::add(&proxy.counters.denied, 1);
         tracing::info!(%method, host = %target.host, status = 403u16, "http request denied by egress");
         return Refusal::new(
             StatusCode::FORBIDDEN,
@@ -57,6 +58,8 @@ pub async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>) -> Response<Proxy
             .into_response()
         }
     };
+    Counters::add(&proxy.counters.requests, 1);
+    Counters::add(&proxy.counters.passed, report.passed.len());
     for &i in &report.passed {
         let id = snapshot.policy.credential(i).map_or("?", |c| c.id.as_str());
         tracing::warn!(credential = id, host = %target.host, "placeholder passed unsubstituted: plain http:// never carries a secret; use https://");

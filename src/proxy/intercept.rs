@@ -24,7 +24,7 @@ use super::body::{BodyError, ProxyBody};
 use super::headers::{strip_hop_by_hop, strip_host};
 use super::respond::Refusal;
 use super::rewind::Rewind;
-use super::{relay, serve_gracefully, Proxy, HEADER_READ_TIMEOUT};
+use super::{relay, serve_gracefully, Counters, Proxy, HEADER_READ_TIMEOUT};
 use crate::policy::{Authority, Host};
 
 /// Longest wait for the first byte inside a new tunnel.
@@ -149,6 +149,7 @@ async fn handle(proxy: &Proxy, target: &Authority, req: Request<Incoming>) -> Re
     let snapshot = proxy.snapshot();
     let policy = &snapshot.policy;
     if !policy.egress_allows(host) {
+        Counters::add(&proxy.counters.denied, 1);
         return Refusal::new(
             StatusCode::FORBIDDEN,
             "http_request_denied",
@@ -171,6 +172,10 @@ async fn handle(proxy: &Proxy, target: &Authority, req: Request<Incoming>) -> Re
             .into_response()
         }
     };
+    let counters = &proxy.counters;
+    Counters::add(&counters.requests, 1);
+    Counters::add(&counters.substituted, report.substituted.len());
+    Counters::add(&counters.passed, report.passed.len());
     let id = |i: &u32| policy.credential(*i).map_or("?", |c| c.id.as_str());
     for i in &report.passed {
         tracing::warn!(credential = id(i), %host, "placeholder passed unsubstituted: its credential does not allow this host or location");

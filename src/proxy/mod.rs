@@ -23,6 +23,7 @@ pub mod upstream;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,8 +56,34 @@ pub struct Snapshot {
     pub substitutions: Substitutions,
 }
 
+/// Event counts since start, logged at shutdown (and served as metrics
+/// once the admin API exists). Relaxed atomics: counts, not ordering.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Requests relayed (intercepted or plaintext).
+    pub requests: AtomicU64,
+    /// Placeholders replaced by their secret.
+    pub substituted: AtomicU64,
+    /// Placeholders passed on unsubstituted (wrong host, location or plaintext).
+    pub passed: AtomicU64,
+    /// CONNECTs tunnelled byte for byte.
+    pub tunnels: AtomicU64,
+    /// CONNECTs intercepted.
+    pub intercepts: AtomicU64,
+    /// CONNECTs and requests refused by egress.
+    pub denied: AtomicU64,
+}
+
+impl Counters {
+    fn add(counter: &AtomicU64, n: usize) {
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
 /// Everything the connections share.
 pub struct Proxy {
+    /// Event counts.
+    pub counters: Counters,
     snapshot: Arc<Snapshot>,
     leaves: LeafCache,
     client: upstream::Client,
@@ -104,6 +131,7 @@ impl Proxy {
             resolver,
             tasks: TaskTracker::new(),
             stopping: watch::Sender::new(false),
+            counters: Counters::default(),
         }
     }
 
@@ -167,6 +195,17 @@ impl Proxy {
         if tokio::time::timeout(SHUTDOWN_GRACE, drained).await.is_err() {
             tracing::warn!("shutdown grace period over; closing the remaining connections");
         }
+        let c = &self.counters;
+        let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        tracing::info!(
+            requests = load(&c.requests),
+            substituted = load(&c.substituted),
+            passed_unsubstituted = load(&c.passed),
+            tunnels = load(&c.tunnels),
+            intercepts = load(&c.intercepts),
+            denied = load(&c.denied),
+            "totals"
+        );
     }
 
     async fn dispatch(

@@ -45,6 +45,29 @@ impl TestCa {
         }
     }
 
+    /// A leaf for `names` as PEM: (certificate chain, PKCS#8 key).
+    pub fn leaf_pem(&self, names: &[&str]) -> (String, String) {
+        let (chain, key) = self.leaf(names);
+        let pem = |label: &str, der: &[u8]| {
+            use base64::Engine;
+            let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+            let lines: Vec<&str> = b64
+                .as_bytes()
+                .chunks(64)
+                .map(|c| std::str::from_utf8(c).expect("ascii"))
+                .collect();
+            format!(
+                "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+                lines.join("\n")
+            )
+        };
+        let chain_pem = chain
+            .iter()
+            .map(|c| pem("CERTIFICATE", c.as_ref()))
+            .collect();
+        (chain_pem, pem("PRIVATE KEY", key.secret_der()))
+    }
+
     /// A leaf for `names` (DNS names, or IP addresses as IP SANs).
     pub fn leaf(&self, names: &[&str]) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
         let key = KeyPair::generate().expect("leaf key");
