@@ -316,14 +316,9 @@ async fn http2_on_both_legs() {
         Some(&*format!("Bearer {API_SECRET}"))
     );
     // Client leg: the Rust client negotiates h2 with keyhole.
-    let tcp = client::connect(
+    let tls = client::open(
         w.keyhole.addr,
         &format!("api.example.test:{}", w.upstream.port()),
-    )
-    .await
-    .unwrap();
-    let tls = client::tls(
-        tcp,
         Some("api.example.test"),
         None,
         &[w.keyhole.ca_der()],
@@ -371,11 +366,9 @@ async fn ipv4_target_gets_an_ip_certificate_and_its_secret() {
     assert!(ok, "{err}");
     assert_eq!(w.last().header("x-key").as_deref(), Some(IP_SECRET));
     // Another spelling of the same address goes to the same place.
-    let tcp = client::connect(w.keyhole.addr, &format!("2130706433:{}", w.upstream.port()))
-        .await
-        .unwrap();
-    let tls = client::tls(
-        tcp,
+    let tls = client::open(
+        w.keyhole.addr,
+        &format!("2130706433:{}", w.upstream.port()),
         None,
         Some("127.0.0.1"),
         &[w.keyhole.ca_der()],
@@ -399,11 +392,9 @@ async fn fronting_is_refused_both_ways() {
     let port = w.upstream.port();
     let before = w.upstream.received().len();
     // CONNECT to the allowed host, Host naming another: 421, nothing forwarded.
-    let tcp = client::connect(w.keyhole.addr, &format!("api.example.test:{port}"))
-        .await
-        .unwrap();
-    let tls = client::tls(
-        tcp,
+    let tls = client::open(
+        w.keyhole.addr,
+        &format!("api.example.test:{port}"),
         Some("api.example.test"),
         None,
         &[w.keyhole.ca_der()],
@@ -424,11 +415,9 @@ async fn fronting_is_refused_both_ways() {
         .starts_with("keyhole; error=http_request_denied"));
     assert!(body.contains("open a new tunnel"), "{body}");
     // Same over HTTP/2 with a differing :authority.
-    let tcp = client::connect(w.keyhole.addr, &format!("api.example.test:{port}"))
-        .await
-        .unwrap();
-    let tls = client::tls(
-        tcp,
+    let tls = client::open(
+        w.keyhole.addr,
+        &format!("api.example.test:{port}"),
         Some("api.example.test"),
         None,
         &[w.keyhole.ca_der()],
@@ -444,11 +433,9 @@ async fn fronting_is_refused_both_ways() {
     let (res, _) = client::send(tls, req).await.unwrap();
     assert_eq!(res.status(), 421);
     // Another port of the same host is another destination.
-    let tcp = client::connect(w.keyhole.addr, &format!("api.example.test:{port}"))
-        .await
-        .unwrap();
-    let tls = client::tls(
-        tcp,
+    let tls = client::open(
+        w.keyhole.addr,
+        &format!("api.example.test:{port}"),
         Some("api.example.test"),
         None,
         &[w.keyhole.ca_der()],
@@ -464,11 +451,9 @@ async fn fronting_is_refused_both_ways() {
     assert_eq!(w.upstream.received().len(), before, "nothing was forwarded");
     // CONNECT to a host no credential applies to, Host naming the allowed
     // one: keyhole tunnels to the CONNECT host, and the secret never appears.
-    let tcp = client::connect(w.keyhole.addr, &format!("evil.test:{port}"))
-        .await
-        .unwrap();
-    let tls = client::tls(
-        tcp,
+    let tls = client::open(
+        w.keyhole.addr,
+        &format!("evil.test:{port}"),
         Some("evil.test"),
         None,
         std::slice::from_ref(&w.ca.cert_der),
@@ -494,11 +479,9 @@ async fn sni_must_name_the_connect_host() {
     let w = world(Alpn::Both, &[], &[]).await;
     let port = w.upstream.port();
     for sni in [Some("other.test"), None] {
-        let tcp = client::connect(w.keyhole.addr, &format!("api.example.test:{port}"))
-            .await
-            .unwrap();
-        let err = client::tls(
-            tcp,
+        let err = client::open(
+            w.keyhole.addr,
+            &format!("api.example.test:{port}"),
             sni,
             Some("127.0.0.1"),
             &[w.keyhole.ca_der()],
@@ -513,16 +496,12 @@ async fn sni_must_name_the_connect_host() {
 #[tokio::test(flavor = "multi_thread")]
 async fn tunnelled_hosts_show_their_real_certificate() {
     let w = world(Alpn::Both, &[], &[]).await;
-    let tcp = client::connect(
-        w.keyhole.addr,
-        &format!("tunnel.test:{}", w.upstream.port()),
-    )
-    .await
-    .unwrap();
     // Trusting only the test CA: the handshake works, so this is the
     // upstream's own certificate, not one keyhole made.
-    let tls = client::tls(
-        tcp,
+    let authority = format!("tunnel.test:{}", w.upstream.port());
+    let tls = client::open(
+        w.keyhole.addr,
+        &authority,
         Some("tunnel.test"),
         None,
         std::slice::from_ref(&w.ca.cert_der),
@@ -532,21 +511,16 @@ async fn tunnelled_hosts_show_their_real_certificate() {
     .unwrap();
     let chain = tls.get_ref().1.peer_certificates().unwrap();
     assert_ne!(chain[0].as_ref(), w.keyhole.ca_der().as_ref());
-    let tcp = client::connect(
+    let keyhole_leaf = client::open(
         w.keyhole.addr,
-        &format!("tunnel.test:{}", w.upstream.port()),
-    )
-    .await
-    .unwrap();
-    assert!(client::tls(
-        tcp,
+        &authority,
         Some("tunnel.test"),
         None,
         &[w.keyhole.ca_der()],
-        &[b"http/1.1"]
+        &[b"http/1.1"],
     )
-    .await
-    .is_err());
+    .await;
+    assert!(keyhole_leaf.is_err(), "a tunnelled host is not intercepted");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -559,14 +533,9 @@ async fn untrusted_upstream_gets_502_and_nothing_is_sent() {
         format!("api.example.test:{}:127.0.0.1", upstream.port()),
     ];
     let keyhole = Keyhole::start(&config(), &args, &[]);
-    let tcp = client::connect(
+    let tls = client::open(
         keyhole.addr,
         &format!("api.example.test:{}", upstream.port()),
-    )
-    .await
-    .unwrap();
-    let tls = client::tls(
-        tcp,
         Some("api.example.test"),
         None,
         &[keyhole.ca_der()],
@@ -772,11 +741,9 @@ async fn unreachable_upstreams_get_502_with_the_error_type() {
         "{res}"
     );
     // Intercepted host: the request gets the 502.
-    let tcp = client::connect(keyhole.addr, &format!("api.example.test:{closed}"))
-        .await
-        .unwrap();
-    let tls = client::tls(
-        tcp,
+    let tls = client::open(
+        keyhole.addr,
+        &format!("api.example.test:{closed}"),
         Some("api.example.test"),
         None,
         &[keyhole.ca_der()],
@@ -828,4 +795,40 @@ async fn json_logs_have_one_line_per_request() {
     assert_eq!(request["substituted"], "vcrd_api");
     assert!(request["ms"].is_u64());
     assert!(!log.contains("secret=q") && !log.contains(API_SECRET));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_upstream_gets_504() {
+    let w = world(Alpn::Both, &["--response-header-timeout", "0.3"], &[]).await;
+    let (ok, out, err) = w.curl(&["-i", &w.url("api.example.test", "/slow")]).await;
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("HTTP/2 504") || out.contains("HTTP/1.1 504"),
+        "{out}"
+    );
+    assert!(
+        out.contains("proxy-status: keyhole; error=http_response_timeout"),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_connections_are_pooled_across_clients() {
+    let w = world(Alpn::Both, &[], &[]).await;
+    for _ in 0..3 {
+        let (ok, _, err) = w
+            .curl(&[
+                "-H",
+                &format!("Authorization: Bearer {API_PLACEHOLDER}"),
+                &w.url("api.example.test", "/pool"),
+            ])
+            .await;
+        assert!(ok, "{err}");
+    }
+    assert_eq!(w.upstream.received().len(), 3);
+    assert_eq!(
+        w.upstream.connections(),
+        1,
+        "three client connections, one upstream connection"
+    );
 }

@@ -72,6 +72,9 @@ pub struct RunArgs {
     /// File holding the admin API token.
     #[arg(long, value_name = "FILE")]
     pub admin_token_file: Option<PathBuf>,
+    /// Longest wait for an upstream's response headers, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300.0)]
+    pub response_header_timeout: f64,
     /// Log line format (the level comes from RUST_LOG, default info).
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: crate::logging::LogFormat,

@@ -79,7 +79,18 @@ fn build(args: &RunArgs) -> Result<Proxy, String> {
         policy: Policy::new(config),
         substitutions,
     };
-    Ok(Proxy::new(snapshot, leaves, tls, resolver))
+    let mut proxy = Proxy::new(snapshot, leaves, tls, resolver);
+    proxy.response_header_timeout =
+        std::time::Duration::try_from_secs_f64(args.response_header_timeout)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                format!(
+                    "--response-header-timeout {} is not a positive number of seconds",
+                    args.response_header_timeout
+                )
+            })?;
+    Ok(proxy)
 }
 
 /// Completes on SIGTERM or SIGINT.

@@ -159,16 +159,22 @@ pub const MAX_PLACEHOLDER_LEN: usize = 128;
 /// A pinned placeholder: 16 to 128 of `[A-Za-z0-9_-]`, characters every
 /// client accepts in a header, a URL (userinfo included) and a shell word.
 pub fn placeholder(path: &str, value: &str, problems: &mut Problems) {
-    let valid = (MIN_PLACEHOLDER_LEN..=MAX_PLACEHOLDER_LEN).contains(&value.len())
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    let valid =
+        (MIN_PLACEHOLDER_LEN..=MAX_PLACEHOLDER_LEN).contains(&value.len()) && is_token(value);
     if !valid {
         problems.push(
             path,
             format!("is not a usable placeholder; use {MIN_PLACEHOLDER_LEN} to {MAX_PLACEHOLDER_LEN} letters, digits, '_' or '-', or leave it out to have one derived"),
         );
     }
+}
+
+/// Whether `value` is made of `[A-Za-z0-9_-]` only: safe unescaped in a
+/// header, a URL path or userinfo, JSON and a shell word.
+fn is_token(value: &str) -> bool {
+    value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// An RFC 3339 timestamp.
@@ -189,11 +195,7 @@ pub fn parse_timestamp(value: &str) -> Option<time::OffsetDateTime> {
 /// An id (`vcrd_...`, `vlt_...`): 1 to 128 of `[A-Za-z0-9_-]`, so that it
 /// can stand in a URL path unescaped.
 pub fn id(path: &str, value: &str, problems: &mut Problems) {
-    let valid = !value.is_empty()
-        && value.len() <= MAX_ID_LEN
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    let valid = !value.is_empty() && value.len() <= MAX_ID_LEN && is_token(value);
     if !valid {
         problems.push(
             path,

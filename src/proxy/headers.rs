@@ -7,7 +7,7 @@ use http::header::{
 };
 
 /// Headers that are always hop-by-hop.
-const HOP_BY_HOP: [&str; 3] = ["keep-alive", "proxy-connection", "proxy-status"];
+const HOP_BY_HOP: [&str; 2] = ["keep-alive", "proxy-connection"];
 
 /// Removes hop-by-hop headers, including those the `Connection` header
 /// names. `TE: trailers` is kept: HTTP/2 and gRPC need it end to end.

@@ -84,6 +84,8 @@ impl Counters {
 pub struct Proxy {
     /// Event counts.
     pub counters: Counters,
+    /// Longest wait for an upstream's response headers.
+    pub response_header_timeout: Duration,
     snapshot: Arc<Snapshot>,
     leaves: LeafCache,
     client: upstream::Client,
@@ -132,6 +134,7 @@ impl Proxy {
             tasks: TaskTracker::new(),
             stopping: watch::Sender::new(false),
             counters: Counters::default(),
+            response_header_timeout: relay::RESPONSE_HEADER_TIMEOUT,
         }
     }
 

@@ -21,13 +21,14 @@ pub const RESPONSE_HEADER_TIMEOUT: Duration = Duration::from_secs(300);
 /// response for a failure.
 pub async fn send(proxy: &Proxy, req: Request<ProxyBody>) -> Response<ProxyBody> {
     let host = req.uri().host().unwrap_or_default().to_owned();
-    match tokio::time::timeout(RESPONSE_HEADER_TIMEOUT, proxy.client.request(req)).await {
+    let limit = proxy.response_header_timeout;
+    match tokio::time::timeout(limit, proxy.client.request(req)).await {
         Err(_) => Refusal::new(
             StatusCode::GATEWAY_TIMEOUT,
             "http_response_timeout",
             format!(
-                "{host} sent no response headers within {}s",
-                RESPONSE_HEADER_TIMEOUT.as_secs()
+                "{host} sent no response headers within {}s; raise --response-header-timeout if it is slow on purpose",
+                limit.as_secs_f64()
             ),
         )
         .into_response(),

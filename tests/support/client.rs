@@ -110,3 +110,16 @@ pub async fn send(
         String::from_utf8_lossy(&bytes).into_owned(),
     ))
 }
+
+/// `CONNECT authority` through `proxy`, then TLS as [`tls`] does.
+pub async fn open(
+    proxy: SocketAddr,
+    authority: &str,
+    sni: Option<&str>,
+    ip: Option<&str>,
+    roots: &[CertificateDer<'static>],
+    alpn: &[&[u8]],
+) -> Result<TlsStream<TcpStream>, String> {
+    let tcp = connect(proxy, authority).await?;
+    tls(tcp, sni, ip, roots, alpn).await
+}

@@ -138,12 +138,19 @@ pub struct Upstream {
     pub addr: SocketAddr,
     /// What it received.
     pub requests: Arc<Mutex<Vec<Recorded>>>,
+    /// How many connections it accepted.
+    pub accepted: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Upstream {
     /// A copy of the requests received so far.
     pub fn received(&self) -> Vec<Recorded> {
         self.requests.lock().expect("lock").clone()
+    }
+
+    /// How many connections it accepted.
+    pub fn connections(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The port.
@@ -225,11 +232,14 @@ pub async fn tls_upstream(ca: &TestCa, names: &[&str], alpn: Alpn) -> Upstream {
     let addr = listener.local_addr().expect("addr");
     let requests = Arc::new(Mutex::new(Vec::new()));
     let recorded = requests.clone();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
     tokio::spawn(async move {
         loop {
             let Ok((tcp, _)) = listener.accept().await else {
                 return;
             };
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let acceptor = acceptor.clone();
             let recorded = recorded.clone();
             tokio::spawn(async move {
@@ -251,7 +261,11 @@ pub async fn tls_upstream(ca: &TestCa, names: &[&str], alpn: Alpn) -> Upstream {
             });
         }
     });
-    Upstream { addr, requests }
+    Upstream {
+        addr,
+        requests,
+        accepted,
+    }
 }
 
 /// A plain-HTTP upstream.
@@ -260,11 +274,14 @@ pub async fn plain_upstream() -> Upstream {
     let addr = listener.local_addr().expect("addr");
     let requests = Arc::new(Mutex::new(Vec::new()));
     let recorded = requests.clone();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
     tokio::spawn(async move {
         loop {
             let Ok((tcp, _)) = listener.accept().await else {
                 return;
             };
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let recorded = recorded.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req| respond(recorded.clone(), req));
@@ -274,5 +291,9 @@ pub async fn plain_upstream() -> Upstream {
             });
         }
     });
-    Upstream { addr, requests }
+    Upstream {
+        addr,
+        requests,
+        accepted,
+    }
 }
