@@ -39,7 +39,7 @@ fn config() -> String {
     {{"id": "vcrd_api", "auth": {{"type": "environment_variable", "secret_name": "API_TOKEN", "secret_value": "{API_SECRET}",
       "placeholder": "{API_PLACEHOLDER}", "networking": {{"type": "limited", "allowed_hosts": ["api.example.test"]}}}}}},
     {{"id": "vcrd_wild", "auth": {{"type": "environment_variable", "secret_name": "WILD_TOKEN", "secret_value": "{WILD_SECRET}",
-      "networking": {{"type": "limited", "allowed_hosts": ["*.wild.example.test"]}}}}}},
+      "networking": {{"type": "limited", "allowed_hosts": ["*.wild.example.test"]}}, "injection_location": {{"header": true, "body": true}}}}}},
     {{"id": "vcrd_ip", "auth": {{"type": "environment_variable", "secret_name": "IP_TOKEN", "secret_value": "{IP_SECRET}",
       "networking": {{"type": "limited", "allowed_hosts": ["127.0.0.1"]}}}}}},
     {{"id": "vcrd_other", "auth": {{"type": "environment_variable", "secret_name": "OTHER_TOKEN", "secret_value": "{OTHER_SECRET}",
@@ -831,4 +831,296 @@ async fn upstream_connections_are_pooled_across_clients() {
         1,
         "three client connections, one upstream connection"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn websocket_upgrade_is_relayed_with_substituted_headers() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let w = world(Alpn::Both, &[], &[]).await;
+    let authority = format!("api.example.test:{}", w.upstream.port());
+    let tls = client::open(
+        w.keyhole.addr,
+        &authority,
+        Some("api.example.test"),
+        None,
+        &[w.keyhole.ca_der()],
+        &[b"http/1.1"],
+    )
+    .await
+    .unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(async move {
+        let _ = conn.with_upgrades().await;
+    });
+    let req = Request::get("/ws")
+        .header("host", &authority)
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .header("authorization", format!("Bearer {API_PLACEHOLDER}"))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let res = sender.send_request(req).await.unwrap();
+    assert_eq!(res.status(), 101);
+    let rec = w.last();
+    assert_eq!(rec.version, Version::HTTP_11);
+    assert_eq!(
+        rec.header("authorization").as_deref(),
+        Some(&*format!("Bearer {API_SECRET}"))
+    );
+    assert_eq!(rec.header("upgrade").as_deref(), Some("websocket"));
+    // Frames (here raw bytes) pass both ways unchanged, placeholders included.
+    let mut io = hyper_util::rt::TokioIo::new(hyper::upgrade::on(res).await.unwrap());
+    let frame = format!("\u{81}\u{05}hello {API_PLACEHOLDER}");
+    io.write_all(frame.as_bytes()).await.unwrap();
+    let mut back = vec![0u8; frame.len()];
+    io.read_exact(&mut back).await.unwrap();
+    assert_eq!(back, frame.as_bytes());
+
+    // h2c (or any other upgrade) is refused.
+    let tls = client::open(
+        w.keyhole.addr,
+        &authority,
+        Some("api.example.test"),
+        None,
+        &[w.keyhole.ca_der()],
+        &[b"http/1.1"],
+    )
+    .await
+    .unwrap();
+    let req = Request::get("/")
+        .header("host", &authority)
+        .header("connection", "Upgrade, HTTP2-Settings")
+        .header("upgrade", "h2c")
+        .header("http2-settings", "AAMAAABkAARAAAAAAAIAAAAA")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let (res, body) = client::send(tls, req).await.unwrap();
+    assert_eq!(res.status(), 400, "{body}");
+}
+
+/// The Rust client, sending `chunks` as separate body frames (and so, with
+/// HTTP/1.1, separate chunked pieces / TCP writes).
+async fn post_chunks(
+    w: &World,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    chunks: Vec<Vec<u8>>,
+    alpn: &[u8],
+) -> (http::StatusCode, http::HeaderMap, Vec<u8>) {
+    use http_body_util::BodyExt;
+    let authority = format!("{host}:{}", w.upstream.port());
+    let tls = client::open(
+        w.keyhole.addr,
+        &authority,
+        Some(host),
+        None,
+        &[w.keyhole.ca_der()],
+        &[alpn],
+    )
+    .await
+    .unwrap();
+    let body = Chunks(chunks.into_iter().map(Bytes::from).collect());
+    let mut req = Request::post(format!("https://{authority}{path}")).header("host", &authority);
+    if alpn == b"h2" {
+        req = req.version(Version::HTTP_2);
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(body).unwrap();
+    let io = hyper_util::rt::TokioIo::new(tls);
+    let res = if alpn == b"h2" {
+        let (mut s, c) =
+            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                .await
+                .unwrap();
+        tokio::spawn(c);
+        s.send_request(req).await.unwrap()
+    } else {
+        let (mut s, c) = hyper::client::conn::http1::handshake(io).await.unwrap();
+        tokio::spawn(c);
+        s.send_request(req).await.unwrap()
+    };
+    let (parts, body) = res.into_parts();
+    (
+        parts.status,
+        parts.headers,
+        body.collect().await.unwrap().to_bytes().to_vec(),
+    )
+}
+
+/// A request body sent as separate frames, one per chunk.
+struct Chunks(std::collections::VecDeque<Bytes>);
+
+impl hyper::body::Body for Chunks {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(self.0.pop_front().map(|b| Ok(hyper::body::Frame::data(b))))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn body_placeholders_split_anywhere_are_substituted_and_reflections_scrubbed() {
+    for alpn in [&b"http/1.1"[..], &b"h2"[..]] {
+        let w = world(Alpn::Both, &[], &[]).await;
+        let ph = w.placeholder("WILD_TOKEN").to_owned();
+        let text = format!(
+            "{{\"token\": \"{ph}\", \"again\": \"{ph}\", \"other\": \"{API_PLACEHOLDER}\"}}"
+        );
+        // Split the body inside both placeholders, down to single bytes.
+        let bytes = text.as_bytes();
+        let cut1 = text.find(&ph).unwrap() + 5;
+        let cut2 = text.rfind(&ph).unwrap() + 20;
+        let chunks = vec![
+            bytes[..cut1].to_vec(),
+            bytes[cut1..cut1 + 1].to_vec(),
+            bytes[cut1 + 1..cut2].to_vec(),
+            bytes[cut2..].to_vec(),
+        ];
+        let (status, headers, body) = post_chunks(
+            &w,
+            "x.wild.example.test",
+            "/echo-body",
+            &[("content-type", "application/json")],
+            chunks,
+            alpn,
+        )
+        .await;
+        assert_eq!(status, 200);
+        let rec = w.last();
+        assert_eq!(
+            rec.header("accept-encoding").as_deref(),
+            Some("identity"),
+            "a secret was sent: identity asked for"
+        );
+        // The upstream got the secret twice; API's placeholder (not allowed there) passed.
+        let want = text.replace(&ph, WILD_SECRET);
+        // The reflecting upstream echoed the body: the client sees placeholders again.
+        assert_eq!(
+            String::from_utf8_lossy(&rec.body),
+            want,
+            "the upstream got both secrets, API's placeholder unchanged"
+        );
+        let body = String::from_utf8(body).unwrap();
+        assert_eq!(body, text, "{alpn:?}");
+        assert!(!body.contains(WILD_SECRET));
+        assert!(headers.get("content-length").is_none() || alpn == b"h2");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reflected_secrets_never_reach_the_client() {
+    for alpn in [Alpn::H1, Alpn::H2] {
+        let w = world(alpn, &[], &[]).await;
+        // Headers reflected in a JSON body (Content-Length framed upstream).
+        let auth = format!("Authorization: Bearer {API_PLACEHOLDER}");
+        let (ok, body, err) = w
+            .curl(&[
+                "-H",
+                &auth,
+                "-H",
+                &format!("X-Copy: {API_PLACEHOLDER}"),
+                &w.url("api.example.test", "/reflect"),
+            ])
+            .await;
+        assert!(ok, "{err}");
+        assert!(
+            w.last().all_text().contains(API_SECRET),
+            "the upstream got the secret"
+        );
+        assert!(!body.contains(API_SECRET), "{body}");
+        assert!(body.contains(API_PLACEHOLDER), "{body}");
+        // Reflected in a response header.
+        let (ok, out, err) = w
+            .curl(&[
+                "-i",
+                "-H",
+                &auth,
+                &w.url("api.example.test", "/reflect-header"),
+            ])
+            .await;
+        assert!(ok, "{err}");
+        assert!(!out.contains(API_SECRET), "{out}");
+        assert!(
+            out.to_lowercase().contains(&format!(
+                "x-echo: bearer {}",
+                API_PLACEHOLDER.to_lowercase()
+            )),
+            "{out}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn encoded_bodies_are_never_altered_and_compressed_answers_refused_after_a_secret() {
+    let w = world(Alpn::Both, &[], &[]).await;
+    let ph = w.placeholder("WILD_TOKEN").to_owned();
+    // A "gzip" request body holding a placeholder arrives byte for byte.
+    let payload: Vec<u8> = [
+        &b"\x1f\x8b\x08\x00"[..],
+        ph.as_bytes(),
+        &[0xff, 0x00, 0x7f][..],
+    ]
+    .concat();
+    let (status, _, body) = post_chunks(
+        &w,
+        "x.wild.example.test",
+        "/echo-body",
+        &[("content-encoding", "gzip")],
+        vec![payload.clone()],
+        b"http/1.1",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        w.last().body,
+        payload,
+        "the upstream got the encoded body byte for byte"
+    );
+    assert_eq!(body, payload, "and echoed it back untouched");
+    // An upstream that answers gzip after keyhole sent a secret: 502.
+    let (ok, out, err) = w
+        .curl(&[
+            "-i",
+            "-H",
+            &format!("Authorization: Bearer {ph}"),
+            &w.url("x.wild.example.test", "/gzip"),
+        ])
+        .await;
+    assert!(ok, "{err}");
+    assert!(out.contains("502"), "{out}");
+    assert!(out.contains("error=http_response_content_coding"), "{out}");
+    // Without a secret sent, an encoded answer passes.
+    let (ok, out, err) = w
+        .curl(&["-i", &w.url("x.wild.example.test", "/gzip")])
+        .await;
+    assert!(ok, "{err}");
+    assert!(out.contains("content-encoding: gzip"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn body_placeholders_pass_where_only_headers_are_enabled() {
+    let w = world(Alpn::Both, &[], &[]).await;
+    let text = format!("transcript mentions {API_PLACEHOLDER} in passing");
+    let (status, _, body) = post_chunks(
+        &w,
+        "api.example.test",
+        "/echo-body",
+        &[],
+        vec![text.clone().into_bytes()],
+        b"http/1.1",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(String::from_utf8(body).unwrap(), text);
 }

@@ -11,6 +11,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use http::header::{HeaderValue, ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_LENGTH};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -24,7 +25,8 @@ use super::body::{BodyError, ProxyBody};
 use super::headers::{strip_hop_by_hop, strip_host};
 use super::respond::Refusal;
 use super::rewind::Rewind;
-use super::{relay, serve_gracefully, Counters, Proxy, HEADER_READ_TIMEOUT};
+use super::websocket::{self, upgrade_kind, UpgradeKind};
+use super::{relay, serve_gracefully, Counters, Proxy, Snapshot, HEADER_READ_TIMEOUT};
 use crate::policy::{Authority, Host};
 
 /// Longest wait for the first byte inside a new tunnel.
@@ -121,7 +123,8 @@ pub async fn serve(proxy: Arc<Proxy>, mut io: TokioIo<Upgraded>, target: Authori
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
-            .serve_connection(io, service);
+            .serve_connection(io, service)
+            .with_upgrades();
         serve_gracefully!(conn, proxy.stop_signal())
     };
     if let Err(e) = result {
@@ -130,7 +133,11 @@ pub async fn serve(proxy: Arc<Proxy>, mut io: TokioIo<Upgraded>, target: Authori
 }
 
 /// Checks, substitutes and relays one request of an intercepted tunnel.
-async fn handle(proxy: &Proxy, target: &Authority, req: Request<Incoming>) -> Response<ProxyBody> {
+async fn handle(
+    proxy: &Proxy,
+    target: &Authority,
+    mut req: Request<Incoming>,
+) -> Response<ProxyBody> {
     let start = Instant::now();
     let method = req.method().clone();
     let host = &target.host;
@@ -146,6 +153,19 @@ async fn handle(proxy: &Proxy, target: &Authority, req: Request<Incoming>) -> Re
         )
         .into_response();
     }
+    let upgrade = upgrade_kind(&req);
+    if upgrade == UpgradeKind::Other {
+        return Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "http_request_denied",
+            "only WebSocket upgrades are relayed; h2c and other upgrades are refused",
+        )
+        .into_response();
+    }
+    let client_upgrade = match upgrade {
+        UpgradeKind::WebSocket(_) => Some(hyper::upgrade::on(&mut req)),
+        _ => None,
+    };
     let snapshot = proxy.snapshot();
     let policy = &snapshot.policy;
     if !policy.egress_allows(host) {
@@ -180,6 +200,12 @@ async fn handle(proxy: &Proxy, target: &Authority, req: Request<Incoming>) -> Re
     for i in &report.passed {
         tracing::warn!(credential = id(i), %host, "placeholder passed unsubstituted: its credential does not allow this host or location");
     }
+    if let (UpgradeKind::WebSocket(protocol), Some(on_upgrade)) = (upgrade, client_upgrade) {
+        let res = websocket::relay(proxy, target, protocol, parts, body, on_upgrade).await;
+        let substituted: Vec<&str> = report.substituted.iter().map(id).collect();
+        tracing::info!(%method, %host, status = res.status().as_u16(), ms = start.elapsed().as_millis() as u64, substituted = %substituted.join(","), upgrade = "websocket", "request");
+        return res;
+    }
     let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let port = target.port.unwrap_or(443);
     let uri = match Uri::try_from(format!("https://{host}:{port}{pq}")) {
@@ -196,8 +222,44 @@ async fn handle(proxy: &Proxy, target: &Authority, req: Request<Incoming>) -> Re
     parts.uri = uri;
     // The upstream leg's version follows the upstream's ALPN, not the client's.
     parts.version = Version::HTTP_11;
-    let req = Request::from_parts(parts, body.map_err(|e| Box::new(e) as BodyError).boxed());
-    let res = relay::send(proxy, req).await;
+    let bodies = snapshot.substitutions.bodies();
+    // A body can change only if one exists and a credential allowed here
+    // has body injection on.
+    let may_change = bodies.may_substitute(allowed) && !hyper::body::Body::is_end_stream(&body);
+    let body: ProxyBody = if is_encoded(&parts.headers) {
+        if may_change {
+            Counters::add(&counters.encoded_bodies, 1);
+            tracing::warn!(%host, "request body has a Content-Encoding: keyhole never alters an encoded body, so placeholders in it pass unchanged");
+        }
+        body.map_err(|e| Box::new(e) as BodyError).boxed()
+    } else {
+        if may_change {
+            // The length may change: HTTP/1.1 re-frames as chunked, HTTP/2
+            // carries no length.
+            parts.headers.remove(CONTENT_LENGTH);
+        }
+        bodies
+            .request(body, allowed, counters.body.clone())
+            .map_err(|e| Box::new(e) as BodyError)
+            .boxed()
+    };
+    // After a secret was sent, ask for an uncompressed answer, which keyhole
+    // can scrub.
+    let secret_sent = !report.substituted.is_empty() || (may_change && !is_encoded(&parts.headers));
+    if secret_sent {
+        parts
+            .headers
+            .insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    }
+    let req = Request::from_parts(parts, body);
+    let res = scrub(
+        proxy,
+        &snapshot,
+        host,
+        &method,
+        secret_sent,
+        relay::send(proxy, req).await,
+    );
     let substituted: Vec<&str> = report.substituted.iter().map(id).collect();
     tracing::info!(
         %method,
@@ -208,6 +270,56 @@ async fn handle(proxy: &Proxy, target: &Authority, req: Request<Incoming>) -> Re
         "request"
     );
     res
+}
+
+/// Whether a body is content-encoded (compressed): such bodies are never
+/// altered.
+fn is_encoded(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(CONTENT_ENCODING)
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
+}
+
+/// Replaces every form of every secret in a response with its placeholder
+/// form: header values at once, the body as it streams. An encoded
+/// response to a request that carried a secret cannot be scrubbed and is
+/// refused (`502`); other encoded responses pass (no secret was sent).
+fn scrub(
+    proxy: &Proxy,
+    snapshot: &Snapshot,
+    host: &Host,
+    method: &Method,
+    secret_sent: bool,
+    res: Response<ProxyBody>,
+) -> Response<ProxyBody> {
+    let bodies = snapshot.substitutions.bodies();
+    let (mut parts, body) = res.into_parts();
+    let in_headers = bodies.scrub_headers(&mut parts.headers);
+    if in_headers > 0 {
+        Counters::add(&proxy.counters.scrubbed, in_headers);
+        tracing::warn!(%host, "a secret came back in a response header; the client sees its placeholder");
+    }
+    let encoded = is_encoded(&parts.headers);
+    if encoded && secret_sent {
+        return Refusal::new(
+            StatusCode::BAD_GATEWAY,
+            "http_response_content_coding",
+            format!("{host} answered with a Content-Encoding although keyhole asked for identity after sending a secret; keyhole cannot scrub an encoded body, so it does not relay it"),
+        )
+        .into_response();
+    }
+    let bodiless = *method == Method::HEAD
+        || parts.status.is_informational()
+        || parts.status == StatusCode::NO_CONTENT
+        || parts.status == StatusCode::NOT_MODIFIED;
+    if bodiless || encoded {
+        return Response::from_parts(parts, body);
+    }
+    parts.headers.remove(CONTENT_LENGTH);
+    let body = bodies
+        .response(body, proxy.counters.scrubbed.clone())
+        .boxed();
+    Response::from_parts(parts, body)
 }
 
 /// Every host the request names (`:authority` or the absolute URI, and

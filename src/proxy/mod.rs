@@ -19,6 +19,7 @@ pub mod resolve;
 pub mod respond;
 pub mod rewind;
 pub mod upstream;
+pub mod websocket;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -39,6 +40,7 @@ use self::body::ProxyBody;
 use self::resolve::Resolver;
 use self::respond::Refusal;
 use crate::policy::Policy;
+use crate::substitute::bodies::BodyCounts;
 use crate::substitute::Substitutions;
 use crate::tls::LeafCache;
 
@@ -72,6 +74,12 @@ pub struct Counters {
     pub intercepts: AtomicU64,
     /// CONNECTs and requests refused by egress.
     pub denied: AtomicU64,
+    /// Placeholders in request bodies, replaced and passed.
+    pub body: Arc<BodyCounts>,
+    /// Request bodies left alone because of their Content-Encoding.
+    pub encoded_bodies: AtomicU64,
+    /// Secret forms replaced in responses (headers and bodies).
+    pub scrubbed: Arc<AtomicU64>,
 }
 
 impl Counters {
@@ -90,6 +98,8 @@ pub struct Proxy {
     leaves: LeafCache,
     client: upstream::Client,
     resolver: Arc<Resolver>,
+    /// TLS towards upstreams offering only HTTP/1.1, for upgrades.
+    ws_tls: tokio_rustls::TlsConnector,
     tasks: TaskTracker,
     /// Becomes `true` when shutdown begins: every HTTP connection then
     /// finishes its requests in flight and closes.
@@ -126,7 +136,10 @@ impl Proxy {
         resolver: Resolver,
     ) -> Proxy {
         let resolver = Arc::new(resolver);
+        let mut h1_only = (*tls).clone();
+        h1_only.alpn_protocols = vec![b"http/1.1".to_vec()];
         Proxy {
+            ws_tls: tokio_rustls::TlsConnector::from(Arc::new(h1_only)),
             snapshot: Arc::new(snapshot),
             leaves,
             client: upstream::client(tls, resolver.clone()),
@@ -207,6 +220,10 @@ impl Proxy {
             tunnels = load(&c.tunnels),
             intercepts = load(&c.intercepts),
             denied = load(&c.denied),
+            body_substituted = load(&c.body.substituted),
+            body_passed_unsubstituted = load(&c.body.passed),
+            encoded_bodies = load(&c.encoded_bodies),
+            scrubbed = load(&c.scrubbed),
             "totals"
         );
     }

@@ -131,29 +131,41 @@ impl Connector {
             _ => return Err(bad()),
         };
         let port = target.port.unwrap_or(if tls { 443 } else { 80 });
-        let tcp = dial(&self.resolver, &target, port).await?;
         if !tls {
+            let tcp = dial(&self.resolver, &target, port).await?;
             return Ok(UpstreamStream::Plain(TokioIo::new(tcp)));
         }
-        let host = target.host.as_str().to_owned();
-        let name = match target.host.kind() {
-            HostKind::Ipv4(ip) => ServerName::IpAddress(std::net::IpAddr::V4(ip).into()),
-            HostKind::Ipv6(ip) => ServerName::IpAddress(std::net::IpAddr::V6(ip).into()),
-            HostKind::Name => ServerName::try_from(host.clone()).map_err(|_| bad())?,
-        };
-        let stream = match tokio::time::timeout(TLS_TIMEOUT, self.tls.connect(name, tcp)).await {
-            Err(_) => {
-                return Err(ConnectError::Tls {
-                    host,
-                    reason: format!("no handshake within {}s", TLS_TIMEOUT.as_secs()),
-                    alert: false,
-                })
-            }
-            Ok(Err(e)) => return Err(tls_error(host, e)),
-            Ok(Ok(s)) => s,
-        };
+        let stream = open_tls(&self.resolver, &self.tls, &target, port).await?;
         let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
         Ok(UpstreamStream::Tls(Box::new(TokioIo::new(stream)), h2))
+    }
+}
+
+/// Dials `target` and completes a TLS handshake verified for its host,
+/// within [`CONNECT_TIMEOUT`] and [`TLS_TIMEOUT`].
+pub async fn open_tls(
+    resolver: &Resolver,
+    tls: &TlsConnector,
+    target: &Authority,
+    port: u16,
+) -> Result<TlsStream<TcpStream>, ConnectError> {
+    let tcp = dial(resolver, target, port).await?;
+    let host = target.host.as_str().to_owned();
+    let name = match target.host.kind() {
+        HostKind::Ipv4(ip) => ServerName::IpAddress(std::net::IpAddr::V4(ip).into()),
+        HostKind::Ipv6(ip) => ServerName::IpAddress(std::net::IpAddr::V6(ip).into()),
+        HostKind::Name => {
+            ServerName::try_from(host.clone()).map_err(|_| ConnectError::BadUri(host.clone()))?
+        }
+    };
+    match tokio::time::timeout(TLS_TIMEOUT, tls.connect(name, tcp)).await {
+        Err(_) => Err(ConnectError::Tls {
+            host,
+            reason: format!("no handshake within {}s", TLS_TIMEOUT.as_secs()),
+            alert: false,
+        }),
+        Ok(Err(e)) => Err(tls_error(host, e)),
+        Ok(Ok(s)) => Ok(s),
     }
 }
 

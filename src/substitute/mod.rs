@@ -20,7 +20,10 @@
 //!   could hold a secret in a bad config).
 //! - On error nothing is changed and nothing may be sent (fail closed).
 
+pub mod bodies;
 pub mod headers;
+pub mod scrub;
+pub mod stream;
 
 pub use headers::HeaderReport;
 
@@ -43,6 +46,8 @@ pub struct Substitutions {
     by_credential: Vec<Option<usize>>,
     /// Leftmost-longest, over the entries' placeholders.
     automaton: AhoCorasick,
+    /// Request-body and response patterns.
+    bodies: bodies::Bodies,
 }
 
 /// One substitutable credential.
@@ -98,6 +103,9 @@ pub enum SubstituteError {
     /// The placeholder matcher could not be built.
     #[error("cannot build the placeholder matcher: {0}")]
     Matcher(#[from] aho_corasick::BuildError),
+    /// The body or response matcher could not be built.
+    #[error("cannot build the body matcher: {0}")]
+    Stream(#[from] stream::StreamError),
     /// A secret holds a byte a header value cannot carry; nothing was sent.
     #[error("{0}: its secret holds a control character, which a header value cannot carry, so the request was not sent; fix the secret (the value is not shown)")]
     HeaderValue(CredentialRef),
@@ -179,11 +187,18 @@ impl Substitutions {
         let automaton = AhoCorasick::builder()
             .match_kind(MatchKind::LeftmostLongest)
             .build(entries.iter().map(|e| e.placeholder.as_bytes()))?;
+        let bodies = bodies::Bodies::new(&entries)?;
         Ok(Substitutions {
             entries,
             by_credential,
             automaton,
+            bodies,
         })
+    }
+
+    /// Request-body substitution and response scrubbing for this config.
+    pub fn bodies(&self) -> &bodies::Bodies {
+        &self.bodies
     }
 
     /// The placeholder of credential `credential` (its index in the

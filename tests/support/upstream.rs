@@ -101,6 +101,8 @@ pub struct Recorded {
     pub authority: String,
     /// Every header, in order.
     pub headers: Vec<(String, Vec<u8>)>,
+    /// The body as received.
+    pub body: Vec<u8>,
 }
 
 impl Recorded {
@@ -161,8 +163,13 @@ impl Upstream {
 
 async fn respond(
     requests: Arc<Mutex<Vec<Recorded>>>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+    let websocket = req
+        .headers()
+        .get("upgrade")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    let on_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
     let authority = req
         .uri()
         .authority()
@@ -187,6 +194,7 @@ async fn respond(
             .iter()
             .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
             .collect(),
+        body: Vec::new(),
     };
     let slow = rec.path.starts_with("/slow");
     let reflected: serde_json::Map<String, serde_json::Value> = rec
@@ -200,8 +208,59 @@ async fn respond(
         })
         .collect();
     let version = format!("{:?}", rec.version);
+    let echo_body = rec.path.starts_with("/echo-body");
     requests.lock().expect("lock").push(rec);
-    let _ = req.into_body().collect().await;
+    if let Some(on_upgrade) = on_upgrade {
+        // Echo raw bytes after the upgrade: frames pass through untouched.
+        tokio::spawn(async move {
+            if let Ok(upgraded) = on_upgrade.await {
+                let (mut r, mut w) = tokio::io::split(TokioIo::new(upgraded));
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            }
+        });
+        return Ok(Response::builder()
+            .status(101)
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+            .body(Full::new(Bytes::new()))
+            .expect("response"));
+    }
+    let received = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    if let Some(last) = requests.lock().expect("lock").last_mut() {
+        last.body = received.to_vec();
+    }
+    if let Some(echo) = reflected_header(&requests, "/reflect-header") {
+        // Reflects the Authorization header in a response header.
+        return Ok(Response::builder()
+            .header("x-echo", echo)
+            .header("content-type", "text/plain")
+            .body(Full::new(Bytes::from_static(b"reflected\n")))
+            .expect("response"));
+    }
+    if requests
+        .lock()
+        .expect("lock")
+        .last()
+        .is_some_and(|r| r.path.starts_with("/gzip"))
+    {
+        // Claims gzip whatever the request asked for.
+        return Ok(Response::builder()
+            .header("content-encoding", "gzip")
+            .body(Full::new(Bytes::from_static(b"\x1f\x8b not really gzip")))
+            .expect("response"));
+    }
+    if echo_body {
+        return Ok(Response::builder()
+            .header("content-type", "application/octet-stream")
+            .body(Full::new(received))
+            .expect("response"));
+    }
     if slow {
         tokio::time::sleep(Duration::from_millis(1500)).await;
     }
@@ -256,6 +315,7 @@ pub async fn tls_upstream(ca: &TestCa, names: &[&str], alpn: Alpn) -> Upstream {
                 } else {
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(io, svc)
+                        .with_upgrades()
                         .await;
                 }
             });
@@ -295,5 +355,16 @@ pub async fn plain_upstream() -> Upstream {
         addr,
         requests,
         accepted,
+    }
+}
+
+/// The Authorization header of the last request, if its path starts with `path`.
+fn reflected_header(requests: &Arc<Mutex<Vec<Recorded>>>, path: &str) -> Option<String> {
+    let all = requests.lock().expect("lock");
+    let last = all.last()?;
+    if last.path.starts_with(path) {
+        Some(last.header("authorization").unwrap_or_default())
+    } else {
+        None
     }
 }
