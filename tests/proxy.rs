@@ -685,6 +685,23 @@ async fn trace_logs_hold_no_secret() {
         &w.url("api.example.test", "/a?token=x"),
     ])
     .await;
+    // Bodies both ways: substituted upstream, reflected and scrubbed back.
+    for http in ["--http1.1", "--http2"] {
+        w.curl(&[
+            http,
+            "--data-binary",
+            &format!("{{\"k\": \"{wild}\"}}"),
+            &w.url("x.wild.example.test", "/echo-body"),
+        ])
+        .await;
+        w.curl(&[
+            http,
+            "-H",
+            &format!("Authorization: Bearer {API_PLACEHOLDER}"),
+            &w.url("api.example.test", "/chunked"),
+        ])
+        .await;
+    }
     w.curl(&[
         "--http2",
         "-u",
@@ -701,6 +718,12 @@ async fn trace_logs_hold_no_secret() {
     ])
     .await;
     let received = w.upstream.received();
+    assert!(
+        received
+            .iter()
+            .any(|r| String::from_utf8_lossy(&r.body).contains(WILD_SECRET)),
+        "a body secret did reach the upstream"
+    );
     assert!(
         received.iter().any(|r| r.all_text().contains(API_SECRET)),
         "the secrets did reach the upstream"
@@ -1123,4 +1146,128 @@ async fn body_placeholders_pass_where_only_headers_are_enabled() {
     .await;
     assert_eq!(status, 200);
     assert_eq!(String::from_utf8(body).unwrap(), text);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chunked_reflections_are_scrubbed_across_frames() {
+    let w = world(Alpn::H1, &[], &[]).await;
+    let auth = format!("Authorization: Bearer {API_PLACEHOLDER}");
+    // The upstream reflects the headers as JSON in 7-byte chunks: every
+    // secret straddles several frames.
+    let (ok, out, err) = w
+        .curl(&[
+            "-i",
+            "-H",
+            &auth,
+            "-H",
+            &format!("X-A: {API_PLACEHOLDER}x{API_PLACEHOLDER}"),
+            &w.url("api.example.test", "/chunked"),
+        ])
+        .await;
+    assert!(ok, "{err}");
+    assert!(w.last().all_text().contains(API_SECRET));
+    assert!(!out.contains(API_SECRET), "{out}");
+    assert_eq!(out.matches(API_PLACEHOLDER).count(), 3, "{out}");
+}
+
+/// A body generated on the fly: `frames` copies of one chunk (shared, not
+/// copied), so the test holds 64 KiB however much it sends.
+struct Generated {
+    chunk: Bytes,
+    frames: usize,
+}
+
+impl hyper::body::Body for Generated {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        if self.frames == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        self.frames -= 1;
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(self.chunk.clone()))))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_256_mib_body_crosses_with_bounded_memory() {
+    use http_body_util::BodyExt;
+    const CHUNK: usize = 64 * 1024;
+    const FRAMES: usize = 4096; // 256 MiB
+    let w = world(Alpn::H1, &[], &[]).await;
+    let ph = w.placeholder("WILD_TOKEN").to_owned();
+    // Each chunk holds a placeholder that straddles into the next chunk,
+    // and one inside it.
+    let mut chunk = vec![b'a'; CHUNK];
+    chunk[100..100 + ph.len()].copy_from_slice(ph.as_bytes());
+    let tail = &ph.as_bytes()[..10];
+    chunk[CHUNK - 10..].copy_from_slice(tail);
+    chunk[..ph.len() - 10].copy_from_slice(&ph.as_bytes()[10..]);
+    let authority = format!("x.wild.example.test:{}", w.upstream.port());
+    let tls = client::open(
+        w.keyhole.addr,
+        &authority,
+        Some("x.wild.example.test"),
+        None,
+        &[w.keyhole.ca_der()],
+        &[b"http/1.1"],
+    )
+    .await
+    .unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = Request::post("/discard")
+        .header("host", &authority)
+        .body(Generated {
+            chunk: Bytes::from(chunk),
+            frames: FRAMES,
+        })
+        .unwrap();
+    let res = sender.send_request(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let count: usize =
+        String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec())
+            .unwrap()
+            .parse()
+            .unwrap();
+    // Per chunk one whole placeholder; the straddling ones join across
+    // chunks (FRAMES - 1 of them), and the first chunk's head and the last
+    // chunk's tail are fragments.
+    let shrink = ph.len() - WILD_SECRET.len();
+    assert_eq!(count, CHUNK * FRAMES - shrink * (FRAMES + FRAMES - 1));
+    let peak = w.keyhole.peak_rss_kib();
+    eprintln!("keyhole peak RSS after 256 MiB: {peak} KiB");
+    assert!(peak > 0 && peak < 64 * 1024, "peak RSS {peak} KiB");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expect_100_continue_keeps_working() {
+    let w = world(Alpn::Both, &[], &[]).await;
+    let ph = w.placeholder("WILD_TOKEN").to_owned();
+    let body = format!("{}{ph}{}", "x".repeat(300_000), "y".repeat(300_000));
+    let file = w.keyhole.write("upload.bin", &body);
+    for http in ["--http1.1", "--http2"] {
+        let (ok, out, err) = w
+            .curl(&[
+                http,
+                "-H",
+                "Expect: 100-continue",
+                "--data-binary",
+                &format!("@{}", file.display()),
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                &w.url("x.wild.example.test", "/discard"),
+            ])
+            .await;
+        assert!(ok, "{err}");
+        assert_eq!(out, "200", "{http}");
+    }
 }

@@ -161,7 +161,55 @@ impl Upstream {
     }
 }
 
+/// The test upstream's response body.
+pub type TestBody = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+
+/// A body sent as separate frames, one per chunk (HTTP/1.1: chunked).
+pub struct Chunks(pub std::collections::VecDeque<Bytes>);
+
+impl hyper::body::Body for Chunks {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(self.0.pop_front().map(|b| Ok(hyper::body::Frame::data(b))))
+    }
+}
+
+/// `/discard...` counts the body without keeping it; `/chunked...` sends
+/// its answer in 7-byte frames with no length; the rest see [`respond_full`].
 async fn respond(
+    requests: Arc<Mutex<Vec<Recorded>>>,
+    req: Request<Incoming>,
+) -> Result<Response<TestBody>, std::convert::Infallible> {
+    let path = req.uri().path().to_owned();
+    if path.starts_with("/discard") {
+        let mut body = req.into_body();
+        let mut total = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            total += frame.data_ref().map_or(0, |d| d.len());
+        }
+        return Ok(Response::new(
+            Full::new(Bytes::from(total.to_string())).boxed(),
+        ));
+    }
+    let res = respond_full(requests, req).await?;
+    if path.starts_with("/chunked") {
+        let (parts, body) = res.into_parts();
+        let bytes = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let chunks = bytes.chunks(7).map(Bytes::copy_from_slice).collect();
+        return Ok(Response::from_parts(parts, Chunks(chunks).boxed()));
+    }
+    Ok(res.map(|b| b.boxed()))
+}
+
+async fn respond_full(
     requests: Arc<Mutex<Vec<Recorded>>>,
     mut req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
