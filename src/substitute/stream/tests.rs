@@ -460,3 +460,11 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn patterns_are_shared_and_streams_move_across_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Patterns>();
+    send_sync::<Stream>();
+    send_sync::<StreamError>();
+}
