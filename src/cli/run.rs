@@ -6,13 +6,15 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use super::RunArgs;
-use crate::config;
 use crate::logging;
+use crate::model::Config;
 use crate::placeholder::PlaceholderKey;
 use crate::policy::Policy;
 use crate::proxy::resolve::Resolver;
 use crate::proxy::{Proxy, Snapshot};
+use crate::reload;
 use crate::state;
+use crate::store::Store;
 use crate::substitute::Substitutions;
 use crate::tls::leaf::DEFAULT_LEAF_CACHE_CAPACITY;
 use crate::tls::{upstream, CertificateAuthority, LeafCache};
@@ -24,7 +26,7 @@ pub fn run(args: &RunArgs) -> ExitCode {
         eprintln!("keyhole run: the admin API (--admin) is not implemented yet; start without it");
         return ExitCode::from(2);
     }
-    let proxy = match build(args) {
+    let (proxy, store, key) = match build(args) {
         Ok(p) => p,
         Err(message) => {
             eprintln!("keyhole run: {message}");
@@ -59,27 +61,31 @@ pub fn run(args: &RunArgs) -> ExitCode {
         // One fixed line on stdout, for scripts and tests that pass port 0.
         println!("keyhole listening on {addr}");
         tracing::info!(%addr, "listening");
-        Arc::new(proxy).serve(listener, shutdown_signal()).await;
+        let proxy = Arc::new(proxy);
+        let installer = proxy.clone();
+        store.on_change(Box::new(move |config| {
+            installer.install(snapshot(&config, &key)?);
+            Ok(())
+        }));
+        let store = Arc::new(store);
+        let watcher = tokio::spawn(reload::watch(store.clone(), proxy.clone()));
+        proxy.serve(listener, shutdown_signal()).await;
+        watcher.abort();
         tracing::info!("stopped");
         ExitCode::SUCCESS
     })
 }
 
-fn build(args: &RunArgs) -> Result<Proxy, String> {
-    let config = config::load(&args.config).map_err(|e| e.to_string())?;
+fn build(args: &RunArgs) -> Result<(Proxy, Store, Arc<PlaceholderKey>), String> {
+    let (store, config) = Store::open(&args.config).map_err(|e| e.to_string())?;
     let dir = state::resolve_dir(args.state_dir.as_deref()).map_err(|e| e.to_string())?;
     let ca = CertificateAuthority::load_or_create(&dir).map_err(|e| e.to_string())?;
-    let key = PlaceholderKey::load_or_create(&dir).map_err(|e| e.to_string())?;
-    let substitutions = Substitutions::new(&config, &key).map_err(|e| e.to_string())?;
+    let key = Arc::new(PlaceholderKey::load_or_create(&dir).map_err(|e| e.to_string())?);
     let leaves =
         LeafCache::new(Arc::new(ca), DEFAULT_LEAF_CACHE_CAPACITY).map_err(|e| e.to_string())?;
     let tls = upstream::client_config(&args.upstream_ca).map_err(|e| e.to_string())?;
     let resolver = Resolver::from_args(&args.resolve).map_err(|e| e.to_string())?;
-    let snapshot = Snapshot {
-        policy: Policy::new(config),
-        substitutions,
-    };
-    let mut proxy = Proxy::new(snapshot, leaves, tls, resolver);
+    let mut proxy = Proxy::new(snapshot(&config, &key)?, leaves, tls, resolver);
     proxy.response_header_timeout =
         std::time::Duration::try_from_secs_f64(args.response_header_timeout)
             .ok()
@@ -90,7 +96,15 @@ fn build(args: &RunArgs) -> Result<Proxy, String> {
                     args.response_header_timeout
                 )
             })?;
-    Ok(proxy)
+    Ok((proxy, store, key))
+}
+
+/// Compiles one policy generation.
+fn snapshot(config: &Config, key: &PlaceholderKey) -> Result<Snapshot, String> {
+    Ok(Snapshot {
+        substitutions: Substitutions::new(config, key).map_err(|e| e.to_string())?,
+        policy: Policy::new(config.clone()),
+    })
 }
 
 /// Completes on SIGTERM or SIGINT.

@@ -8,6 +8,7 @@
 
 pub mod raw;
 pub mod validate;
+pub mod write;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};

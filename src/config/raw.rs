@@ -22,9 +22,33 @@ pub struct RawConfig<'a> {
     /// The egress policy.
     #[serde(borrow)]
     pub egress: Option<&'a RawValue>,
+    /// The vaults, each still raw (the default vault may be left out).
+    #[serde(borrow, default)]
+    pub vaults: Vec<&'a RawValue>,
     /// The credentials, each still raw.
     #[serde(borrow, default)]
     pub credentials: Vec<&'a RawValue>,
+}
+
+/// One vault (`type: "vault"`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVault {
+    /// `vlt_...`.
+    pub id: String,
+    /// `"vault"` when given, as in API responses.
+    #[serde(rename = "type")]
+    pub object_type: Option<String>,
+    /// 1-255 characters.
+    pub display_name: Option<String>,
+    /// Arbitrary string pairs.
+    pub metadata: Option<BTreeMap<String, String>>,
+    /// RFC 3339.
+    pub created_at: Option<String>,
+    /// RFC 3339.
+    pub updated_at: Option<String>,
+    /// RFC 3339, or null.
+    pub archived_at: Option<String>,
 }
 
 /// One credential: the API's create body plus `id` and timestamps.

@@ -28,6 +28,39 @@ pub fn config(text: &str, sources: &Sources<'_>) -> Result<Config, Problems> {
             .unwrap_or(Egress::Unrestricted),
     };
 
+    let mut vaults: Vec<Vault> = Vec::with_capacity(raw.vaults.len() + 1);
+    for (i, value) in raw.vaults.iter().enumerate() {
+        let path = index("vaults", i);
+        if let Some(rv) = deserialize::<RawVault>(text, value.get(), &path, &mut problems) {
+            let v = vault(&path, rv, &mut problems);
+            if vaults.iter().any(|other| other.id == v.id) {
+                problems.push(
+                    field(&path, "id"),
+                    format!(
+                        "{:?} is already the id of another vault; give each vault its own id",
+                        v.id
+                    ),
+                );
+            } else {
+                vaults.push(v);
+            }
+        }
+    }
+    if !vaults.iter().any(|v| v.id == vault_id) {
+        vaults.insert(
+            0,
+            Vault {
+                id: vault_id.clone(),
+                display_name: vault_id.clone(),
+                metadata: BTreeMap::new(),
+                created_at: None,
+                updated_at: None,
+                archived_at: None,
+                listed: false,
+            },
+        );
+    }
+
     let mut credentials = Vec::with_capacity(raw.credentials.len());
     // For each credential's limited hosts: (JSON path, pattern), checked
     // against egress once everything is known.
@@ -42,9 +75,18 @@ pub fn config(text: &str, sources: &Sources<'_>) -> Result<Config, Problems> {
 
     assign_ids(&mut credentials);
     unique(&credentials, &mut problems);
+    for (path, c) in &credentials {
+        if !vaults.iter().any(|v| v.id == c.vault_id) {
+            problems.push(
+                field(path, "vault_id"),
+                format!("{:?} names no vault of this file; list it under \"vaults\" or leave vault_id out", c.vault_id),
+            );
+        }
+    }
     let config = Config {
         vault_id,
         egress,
+        vaults,
         credentials: credentials.into_iter().map(|(_, c)| c).collect(),
     };
     reachable(&config, &reach, &mut problems);
@@ -89,6 +131,38 @@ fn deserialize<'a, T: serde::Deserialize<'a>>(
             problems.push(at, format!("{what}{message} (line {line})"));
             None
         }
+    }
+}
+
+fn vault(path: &str, raw: RawVault, problems: &mut Problems) -> Vault {
+    rules::id(&field(path, "id"), &raw.id, problems);
+    if let Some(t) = raw.object_type.as_deref().filter(|t| *t != "vault") {
+        problems.push(
+            field(path, "type"),
+            format!("{t:?} is not a vault type; write \"vault\" or leave it out"),
+        );
+    }
+    let display_name = raw.display_name.unwrap_or_else(|| raw.id.clone());
+    rules::display_name(&field(path, "display_name"), &display_name, 1, problems);
+    let metadata = raw.metadata.unwrap_or_default();
+    rules::metadata(&field(path, "metadata"), &metadata, problems);
+    for (name, value) in [
+        ("created_at", &raw.created_at),
+        ("updated_at", &raw.updated_at),
+        ("archived_at", &raw.archived_at),
+    ] {
+        if let Some(v) = value {
+            rules::timestamp(&field(path, name), v, problems);
+        }
+    }
+    Vault {
+        id: raw.id,
+        display_name,
+        metadata,
+        created_at: raw.created_at,
+        updated_at: raw.updated_at,
+        archived_at: raw.archived_at,
+        listed: true,
     }
 }
 

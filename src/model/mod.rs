@@ -27,8 +27,31 @@ pub struct Config {
     pub vault_id: String,
     /// The environment's egress policy.
     pub egress: Egress,
+    /// Every vault, in file order; the default vault is always among them
+    /// (added when the file does not list it).
+    pub vaults: Vec<Vault>,
     /// Every credential, in file order (archived ones included).
     pub credentials: Vec<Credential>,
+}
+
+/// A vault (`type: "vault"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vault {
+    /// `vlt_...`.
+    pub id: String,
+    /// 1-255 characters.
+    pub display_name: String,
+    /// As for credentials.
+    pub metadata: BTreeMap<String, String>,
+    /// RFC 3339, when known.
+    pub created_at: Option<String>,
+    /// RFC 3339, when known.
+    pub updated_at: Option<String>,
+    /// RFC 3339 when archived. Credentials of an archived vault are never
+    /// substituted.
+    pub archived_at: Option<String>,
+    /// Whether the file lists this vault (the default vault may be implicit).
+    pub listed: bool,
 }
 
 /// Where the sandbox may connect at all.

@@ -75,7 +75,11 @@ impl Policy {
             let Some(auth) = credential.environment_variable() else {
                 continue;
             };
-            if credential.is_archived() {
+            let vault_archived = config
+                .vaults
+                .iter()
+                .any(|v| v.id == credential.vault_id && v.archived_at.is_some());
+            if credential.is_archived() || vault_archived {
                 continue;
             }
             match &auth.networking {

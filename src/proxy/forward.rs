@@ -80,6 +80,7 @@ pub async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>) -> Response<Proxy
     parts.version = Version::HTTP_11;
     let req = Request::from_parts(parts, body.map_err(|e| Box::new(e) as BodyError).boxed());
     let res = relay::send(&proxy, req).await;
+    proxy.counters.outcome(&res);
     tracing::info!(
         %method,
         host = %target.host,

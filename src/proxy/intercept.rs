@@ -260,6 +260,10 @@ async fn handle(
         secret_sent,
         relay::send(proxy, req).await,
     );
+    counters.outcome(&res);
+    for i in &report.substituted {
+        counters.substituted_for(id(i), 1);
+    }
     let substituted: Vec<&str> = report.substituted.iter().map(id).collect();
     tracing::info!(
         %method,

@@ -21,13 +21,15 @@ pub mod rewind;
 pub mod upstream;
 pub mod websocket;
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -80,21 +82,62 @@ pub struct Counters {
     pub encoded_bodies: AtomicU64,
     /// Secret forms replaced in responses (headers and bodies).
     pub scrubbed: Arc<AtomicU64>,
+    /// Config reloads applied.
+    pub reloads_ok: AtomicU64,
+    /// Config reloads refused (invalid file).
+    pub reloads_failed: AtomicU64,
+    /// Substitutions (headers and bodies) by credential id.
+    pub by_credential: Mutex<BTreeMap<String, u64>>,
+    /// Relayed requests by response status class (`2xx`, ...).
+    pub by_status: Mutex<BTreeMap<String, u64>>,
+    /// Responses keyhole made itself, by RFC 9209 error type.
+    pub by_error: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Counters {
-    fn add(counter: &AtomicU64, n: usize) {
+    /// Counts a finished request: its status class, and keyhole's own
+    /// error type when keyhole answered itself.
+    pub fn outcome<B>(&self, res: &Response<B>) {
+        let class = format!("{}xx", res.status().as_u16() / 100);
+        bump(&self.by_status, class, 1);
+        let error = res
+            .headers()
+            .get("proxy-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("keyhole; error="))
+            .map(|v| v.split(';').next().unwrap_or(v).to_owned());
+        if let Some(error) = error {
+            bump(&self.by_error, error, 1);
+        }
+    }
+
+    /// Counts `n` substitutions of credential `id`.
+    pub fn substituted_for(&self, id: &str, n: u64) {
+        if n > 0 {
+            bump(&self.by_credential, id.to_owned(), n);
+        }
+    }
+
+    /// Adds `n` to `counter`.
+    pub fn add(counter: &AtomicU64, n: usize) {
         counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+fn bump(map: &Mutex<BTreeMap<String, u64>>, key: String, n: u64) {
+    if let Ok(mut m) = map.lock() {
+        *m.entry(key).or_default() += n;
     }
 }
 
 /// Everything the connections share.
 pub struct Proxy {
+    /// The policy generation in force, swapped whole on reload.
+    live: ArcSwap<Snapshot>,
     /// Event counts.
     pub counters: Counters,
     /// Longest wait for an upstream's response headers.
     pub response_header_timeout: Duration,
-    snapshot: Arc<Snapshot>,
     leaves: LeafCache,
     client: upstream::Client,
     resolver: Arc<Resolver>,
@@ -140,7 +183,7 @@ impl Proxy {
         h1_only.alpn_protocols = vec![b"http/1.1".to_vec()];
         Proxy {
             ws_tls: tokio_rustls::TlsConnector::from(Arc::new(h1_only)),
-            snapshot: Arc::new(snapshot),
+            live: ArcSwap::from_pointee(snapshot),
             leaves,
             client: upstream::client(tls, resolver.clone()),
             resolver,
@@ -151,14 +194,25 @@ impl Proxy {
         }
     }
 
+    /// The leaf certificate cache (for its hit and miss counts).
+    pub fn leaves(&self) -> &LeafCache {
+        &self.leaves
+    }
+
     /// A receiver that sees `true` once shutdown begins.
     fn stop_signal(&self) -> watch::Receiver<bool> {
         self.stopping.subscribe()
     }
 
-    /// The policy generation in force.
+    /// The policy generation in force. Each request takes the one current
+    /// when it arrives and keeps it to the end.
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.snapshot.clone()
+        self.live.load_full()
+    }
+
+    /// Puts a new policy generation in force for every later request.
+    pub fn install(&self, snapshot: Snapshot) {
+        self.live.store(Arc::new(snapshot));
     }
 
     /// Accepts connections on `listener` until `shutdown` completes, then
