@@ -63,6 +63,19 @@ pub async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>) -> Response<Proxy
     for &i in &report.passed {
         let id = snapshot.policy.credential(i).map_or("?", |c| c.id.as_str());
         tracing::warn!(credential = id, host = %target.host, "placeholder passed unsubstituted: plain http:// never carries a secret; use https://");
+        if let Some(log) = &proxy.audit {
+            let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+            log.record(super::intercept::record(
+                &snapshot.policy,
+                i,
+                &target.host,
+                &method,
+                &crate::audit::path_only(path),
+                crate::audit::Location::Header,
+                crate::audit::Event::Passed,
+                "plaintext",
+            ));
+        }
     }
     let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let uri = match Uri::try_from(format!("http://{target}{pq}")) {

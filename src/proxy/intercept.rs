@@ -27,7 +27,9 @@ use super::respond::Refusal;
 use super::rewind::Rewind;
 use super::websocket::{self, upgrade_kind, UpgradeKind};
 use super::{relay, serve_gracefully, Counters, Proxy, Snapshot, HEADER_READ_TIMEOUT};
+use crate::audit::{self, Event, Location, Record};
 use crate::policy::{Authority, Host};
+use crate::substitute::bodies::BodyEvents;
 
 /// Longest wait for the first byte inside a new tunnel.
 pub const PEEK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -200,6 +202,38 @@ async fn handle(
     for i in &report.passed {
         tracing::warn!(credential = id(i), %host, "placeholder passed unsubstituted: its credential does not allow this host or location");
     }
+    let path = audit::path_only(parts.uri.path_and_query().map_or("/", |p| p.as_str()));
+    if let Some(log) = &proxy.audit {
+        for i in &report.substituted {
+            log.record(record(
+                policy,
+                *i,
+                host,
+                &method,
+                &path,
+                Location::Header,
+                Event::Substituted,
+                "allowed",
+            ));
+        }
+        for i in &report.passed {
+            let reason = if allowed.contains(i) {
+                "location_disabled"
+            } else {
+                "host_not_allowed"
+            };
+            log.record(record(
+                policy,
+                *i,
+                host,
+                &method,
+                &path,
+                Location::Header,
+                Event::Passed,
+                reason,
+            ));
+        }
+    }
     if let (UpgradeKind::WebSocket(protocol), Some(on_upgrade)) = (upgrade, client_upgrade) {
         let res = websocket::relay(proxy, target, protocol, parts, body, on_upgrade).await;
         let substituted: Vec<&str> = report.substituted.iter().map(id).collect();
@@ -238,8 +272,30 @@ async fn handle(
             // carries no length.
             parts.headers.remove(CONTENT_LENGTH);
         }
+        let events = proxy.audit.clone().map(|log| {
+            let snapshot = snapshot.clone();
+            let (host, method) = (host.clone(), method.clone());
+            let allowed = allowed.to_vec();
+            Arc::new(move |i: u32, substituted: bool| {
+                let (event, reason) = match (substituted, allowed.contains(&i)) {
+                    (true, _) => (Event::Substituted, "allowed"),
+                    (false, true) => (Event::Passed, "location_disabled"),
+                    (false, false) => (Event::Passed, "host_not_allowed"),
+                };
+                log.record(record(
+                    &snapshot.policy,
+                    i,
+                    &host,
+                    &method,
+                    &path,
+                    Location::Body,
+                    event,
+                    reason,
+                ));
+            }) as BodyEvents
+        });
         bodies
-            .request(body, allowed, counters.body.clone())
+            .request(body, allowed, counters.body.clone(), events)
             .map_err(|e| Box::new(e) as BodyError)
             .boxed()
     };
@@ -274,6 +330,34 @@ async fn handle(
         "request"
     );
     res
+}
+
+/// An audit record for credential `i`.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn record(
+    policy: &crate::policy::Policy,
+    i: u32,
+    host: &Host,
+    method: &Method,
+    path: &str,
+    location: Location,
+    event: Event,
+    reason: &'static str,
+) -> Record {
+    let credential = policy.credential(i);
+    Record {
+        time: audit::now(),
+        event,
+        credential: credential.map_or_else(String::new, |c| c.id.clone()),
+        secret_name: credential
+            .and_then(|c| c.environment_variable())
+            .map_or_else(String::new, |a| a.secret_name.clone()),
+        host: host.to_string(),
+        method: method.to_string(),
+        path: path.to_owned(),
+        location,
+        reason,
+    }
 }
 
 /// Whether a body is content-encoded (compressed): such bodies are never

@@ -138,6 +138,8 @@ pub struct Proxy {
     pub counters: Counters,
     /// Longest wait for an upstream's response headers.
     pub response_header_timeout: Duration,
+    /// Where substitutions and passed placeholders are recorded, if anywhere.
+    pub audit: Option<crate::audit::AuditLog>,
     leaves: LeafCache,
     client: upstream::Client,
     resolver: Arc<Resolver>,
@@ -191,6 +193,7 @@ impl Proxy {
             stopping: watch::Sender::new(false),
             counters: Counters::default(),
             response_header_timeout: relay::RESPONSE_HEADER_TIMEOUT,
+            audit: None,
         }
     }
 

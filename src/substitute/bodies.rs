@@ -42,11 +42,16 @@ pub struct BodyCounts {
     pub passed: AtomicU64,
 }
 
+/// Told of each placeholder found in a request body: the credential index
+/// and whether it was substituted (for the audit log).
+pub type BodyEvents = Arc<dyn Fn(u32, bool) + Send + Sync>;
+
 /// Decides, for a request body, which placeholders become secrets.
 pub struct RequestDecider {
     replacements: Arc<[(u32, Bytes, bool)]>,
     allowed: Vec<u32>,
     counts: Arc<BodyCounts>,
+    events: Option<BodyEvents>,
 }
 
 /// Replaces every secret form in a response with its placeholder form.
@@ -120,11 +125,13 @@ impl Bodies {
         body: B,
         allowed: &[u32],
         counts: Arc<BodyCounts>,
+        events: Option<BodyEvents>,
     ) -> RewriteBody<B, RequestDecider> {
         let decide = RequestDecider {
             replacements: self.replacements.clone(),
             allowed: allowed.to_vec(),
             counts,
+            events,
         };
         RewriteBody::new(body, Stream::new(self.placeholders.clone()), decide)
     }
@@ -162,7 +169,11 @@ impl Bodies {
 impl Decide for RequestDecider {
     fn decide(&mut self, pattern: usize) -> Option<Bytes> {
         let (credential, secret, body) = self.replacements.get(pattern)?;
-        if *body && self.allowed.contains(credential) {
+        let substitute = *body && self.allowed.contains(credential);
+        if let Some(events) = &self.events {
+            events(*credential, substitute);
+        }
+        if substitute {
             self.counts.substituted.fetch_add(1, Ordering::Relaxed);
             Some(secret.clone())
         } else {
