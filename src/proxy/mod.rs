@@ -11,6 +11,7 @@
 
 pub mod body;
 pub mod connect;
+pub mod destination;
 pub mod forward;
 pub mod headers;
 pub mod intercept;
@@ -195,6 +196,12 @@ impl Proxy {
             response_header_timeout: relay::RESPONSE_HEADER_TIMEOUT,
             audit: None,
         }
+    }
+
+    /// Records the proxy's own listening address, so that a CONNECT back
+    /// to it is refused as a loop.
+    pub fn set_listener(&self, addr: SocketAddr) {
+        let _ = self.resolver.guard.own.set(addr);
     }
 
     /// The leaf certificate cache (for its hit and miss counts).

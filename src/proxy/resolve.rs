@@ -47,9 +47,11 @@ pub enum ResolveError {
 }
 
 /// Pinned addresses, by normalised host and port.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct Resolver {
     pins: HashMap<(String, u16), Vec<IpAddr>>,
+    /// Which resolved addresses may be dialled.
+    pub guard: super::destination::Guard,
 }
 
 // === impl Resolver ===
@@ -85,7 +87,10 @@ impl Resolver {
                 .or_default()
                 .extend(list);
         }
-        Ok(Resolver { pins })
+        Ok(Resolver {
+            pins,
+            guard: Default::default(),
+        })
     }
 
     /// The addresses to dial for `host:port`: a pin, the literal address,

@@ -23,6 +23,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use super::body::ProxyBody;
+use super::destination::Refused;
 use super::resolve::{ResolveError, Resolver};
 use super::respond::Refusal;
 use crate::policy::{Authority, HostKind};
@@ -80,6 +81,18 @@ pub enum ConnectError {
         reason: String,
         /// Whether the upstream sent an alert.
         alert: bool,
+    },
+    /// The destination address is refused (metadata, private, loop).
+    #[error("{authority} resolves to an address keyhole does not dial ({})", match why {
+        Refused::Metadata => "a cloud metadata endpoint",
+        Refused::Private => "a private, loopback or link-local address, refused by --deny-private",
+        Refused::Loop => "keyhole's own listener: a proxy loop",
+    })]
+    Prohibited {
+        /// host:port.
+        authority: String,
+        /// Which rule.
+        why: Refused,
     },
     /// The URI had no usable host.
     #[error("the upstream address {0:?} is not valid")]
@@ -177,6 +190,12 @@ pub async fn dial(
 ) -> Result<TcpStream, ConnectError> {
     let authority = format!("{}:{port}", target.host);
     let addrs = resolver.resolve(&target.host, port).await?;
+    // Check the very addresses that are dialled: no second lookup.
+    for addr in &addrs {
+        if let Err(why) = resolver.guard.check(*addr) {
+            return Err(ConnectError::Prohibited { authority, why });
+        }
+    }
     let attempt = async {
         let mut last = None;
         for addr in addrs {
@@ -271,6 +290,8 @@ impl ConnectError {
                 (S::BAD_GATEWAY, "tls_protocol_error", Some(reason.clone()))
             }
             ConnectError::BadUri(_) => (S::BAD_GATEWAY, "proxy_internal_error", None),
+            ConnectError::Prohibited { why: Refused::Loop, .. } => (S::LOOP_DETECTED, "proxy_loop_detected", None),
+            ConnectError::Prohibited { .. } => (S::FORBIDDEN, "destination_ip_prohibited", None),
         };
         let advice = match error {
             "tls_certificate_error" => {

@@ -1,0 +1,139 @@
+//! Which resolved addresses keyhole may dial.
+//!
+//! Checked after resolution, on the very addresses that are then dialled
+//! (there is no second lookup), so a name whose DNS answer changes between
+//! check and dial cannot slip through. Always refused: the cloud metadata
+//! endpoints (`169.254.169.254`, `fd00:ec2::254`) and keyhole's own proxy
+//! listener (a loop). With `--deny-private`, also private, loopback,
+//! link-local, unique-local and unspecified addresses.
+
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::OnceLock;
+
+/// The cloud metadata address of AWS, GCP, Azure and most others.
+pub const METADATA_V4: [u8; 4] = [169, 254, 169, 254];
+/// The IPv6 metadata address of AWS.
+pub const METADATA_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
+
+/// Why an address may not be dialled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// A cloud metadata endpoint.
+    Metadata,
+    /// A private, loopback or link-local address under `--deny-private`.
+    Private,
+    /// keyhole's own listener.
+    Loop,
+}
+
+/// The rules in force.
+#[derive(Debug, Default)]
+pub struct Guard {
+    /// Refuse private, loopback and link-local destinations.
+    pub deny_private: bool,
+    /// keyhole's own proxy listener, once bound.
+    pub own: OnceLock<SocketAddr>,
+}
+
+// === impl Guard ===
+
+impl Guard {
+    /// Whether `addr` may be dialled.
+    pub fn check(&self, addr: SocketAddr) -> Result<(), Refused> {
+        let ip = canonical(addr.ip());
+        if is_metadata(ip) {
+            return Err(Refused::Metadata);
+        }
+        if let Some(own) = self.own.get() {
+            let same_port = own.port() == addr.port();
+            let same_ip = canonical(own.ip()) == ip || (own.ip().is_unspecified() && is_local(ip));
+            if same_port && same_ip {
+                return Err(Refused::Loop);
+            }
+        }
+        if self.deny_private && is_private(ip) {
+            return Err(Refused::Private);
+        }
+        Ok(())
+    }
+}
+
+/// IPv4-mapped IPv6 addresses as IPv4.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+fn is_metadata(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.octets() == METADATA_V4,
+        IpAddr::V6(v6) => v6 == METADATA_V6,
+    }
+}
+
+/// Addresses of this machine: loopback and unspecified.
+fn is_local(ip: IpAddr) -> bool {
+    ip.is_loopback() || ip.is_unspecified()
+}
+
+fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            v4.is_private() || v4.is_loopback() || v4.is_link_local() || v4.is_unspecified() || v4.is_broadcast()
+                // 100.64.0.0/10, carrier-grade NAT: private in practice.
+                || (v4.octets()[0] == 100 && v4.octets()[1] & 0xc0 == 64)
+        }
+        IpAddr::V6(v6) => {
+            let seg0 = v6.segments()[0];
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || (seg0 & 0xfe00) == 0xfc00 // unique local fc00::/7
+                || (seg0 & 0xffc0) == 0xfe80 // link local fe80::/10
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn metadata_is_always_refused() {
+        let g = Guard::default();
+        assert_eq!(g.check(sa("169.254.169.254:80")), Err(Refused::Metadata));
+        assert_eq!(g.check(sa("[::ffff:169.254.169.254]:80")), Err(Refused::Metadata));
+        assert_eq!(g.check(sa("[fd00:ec2::254]:80")), Err(Refused::Metadata));
+        assert_eq!(g.check(sa("127.0.0.1:443")), Ok(()));
+    }
+
+    #[test]
+    fn private_only_with_deny_private() {
+        let g = Guard {
+            deny_private: true,
+            ..Guard::default()
+        };
+        for a in ["127.0.0.1:1", "10.1.2.3:1", "172.16.0.1:1", "192.168.1.1:1", "169.254.1.1:1", "100.64.0.1:1", "0.0.0.0:1", "[::1]:1", "[fd12::1]:1", "[fe80::1]:1", "[::ffff:10.0.0.1]:1"] {
+            assert_eq!(g.check(sa(a)), Err(Refused::Private), "{a}");
+        }
+        for a in ["203.0.113.9:443", "[2001:db8::1]:443", "100.128.0.1:1"] {
+            assert_eq!(g.check(sa(a)), Ok(()), "{a}");
+        }
+    }
+
+    #[test]
+    fn own_listener_is_a_loop() {
+        let g = Guard::default();
+        let _ = g.own.set(sa("127.0.0.1:8080"));
+        assert_eq!(g.check(sa("127.0.0.1:8080")), Err(Refused::Loop));
+        assert_eq!(g.check(sa("127.0.0.1:8081")), Ok(()));
+        let any = Guard::default();
+        let _ = any.own.set(sa("0.0.0.0:8080"));
+        assert_eq!(any.check(sa("127.0.0.1:8080")), Err(Refused::Loop));
+    }
+}
