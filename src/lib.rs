@@ -10,10 +10,13 @@
 //! - [`policy`]: host normalisation, host patterns, the compiled matcher and
 //!   the per-host decision.
 //! - [`cli`]: the command-line interface (`check`, `explain`, ...).
+//! - [`admin`]: the admin API (`--admin`): vault and credential endpoints,
+//!   `/healthz`, `/metrics`.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod audit;
 pub mod cli;
 pub mod config;

@@ -146,12 +146,19 @@ impl Store {
             };
             f(&mut edit).map_err(EditError::Refused)?
         };
+        if let Some(list) = doc.get_mut("credentials").and_then(Value::as_array_mut) {
+            list.retain(|c| !c.is_null());
+        }
         let mut text = serde_json::to_string_pretty(&doc).unwrap_or_default();
         text.push('\n');
         let (doc, config) = parse(&self.path, &text).map_err(EditError::Invalid)?;
         let config = Arc::new(config);
         self.apply(config.clone()).map_err(EditError::NotApplied)?;
-        state::write_atomic(&self.path, text.as_bytes(), file_mode(&self.path))?;
+        if let Err(e) = state::write_atomic(&self.path, text.as_bytes(), file_mode(&self.path)) {
+            // The file keeps the old config: so must the proxy.
+            let _ = self.apply(inner.config.clone());
+            return Err(EditError::Write(e));
+        }
         *inner = Inner {
             text,
             doc,
@@ -232,11 +239,14 @@ impl Edit<'_> {
         let Some(list) = array(self.doc, "credentials") else {
             return false;
         };
-        if i < list.len() {
-            list.remove(i);
-            true
-        } else {
-            false
+        // A tombstone keeps the positions of the others valid for the rest
+        // of this edit; tombstones are dropped before the file is written.
+        match list.get_mut(i) {
+            Some(slot) if !slot.is_null() => {
+                *slot = Value::Null;
+                true
+            }
+            _ => false,
         }
     }
 

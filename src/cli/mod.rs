@@ -66,12 +66,19 @@ pub struct RunArgs {
     /// Pin HOST:PORT to ADDR, as curl's --resolve does.
     #[arg(long, value_name = "HOST:PORT:ADDR")]
     pub resolve: Vec<String>,
-    /// Turn on the admin API on this address.
+    /// Turn on the admin API on this address (its own listener; needs
+    /// --admin-token-file).
     #[arg(long, value_name = "ADDR")]
     pub admin: Option<String>,
-    /// File holding the admin API token.
+    /// File holding the admin API token (one line; required with --admin).
     #[arg(long, value_name = "FILE")]
     pub admin_token_file: Option<PathBuf>,
+    /// Append one JSON line per substitution and passed placeholder here.
+    #[arg(long, value_name = "FILE")]
+    pub audit_log: Option<PathBuf>,
+    /// Also refuse private, loopback and link-local destinations.
+    #[arg(long)]
+    pub deny_private: bool,
     /// Longest wait for an upstream's response headers, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 300.0)]
     pub response_header_timeout: f64,

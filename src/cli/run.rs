@@ -1,11 +1,16 @@
-//! `keyhole run`: load everything, bind, serve until SIGTERM or SIGINT.
+//! `keyhole run`: load everything, bind (the proxy, and the admin API with
+//! `--admin`), serve until SIGTERM or SIGINT.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use super::RunArgs;
+use crate::admin::auth::{Token, TokenError};
+use crate::admin::Admin;
+use crate::audit::AuditLog;
 use crate::logging;
 use crate::model::Config;
 use crate::placeholder::PlaceholderKey;
@@ -22,11 +27,26 @@ use crate::tls::{upstream, CertificateAuthority, LeafCache};
 /// Runs the proxy; exit 0 after a clean shutdown, 1 when it cannot start.
 pub fn run(args: &RunArgs) -> ExitCode {
     logging::init(args.log_format);
-    if args.admin.is_some() || args.admin_token_file.is_some() {
-        eprintln!("keyhole run: the admin API (--admin) is not implemented yet; start without it");
-        return ExitCode::from(2);
-    }
-    let (proxy, store, key) = match build(args) {
+    // Fail closed: the admin API never runs without a token.
+    let token = match (&args.admin, &args.admin_token_file) {
+        (None, None) => None,
+        (None, Some(_)) => {
+            tracing::warn!("--admin-token-file is ignored without --admin ADDR");
+            None
+        }
+        (Some(_), None) => {
+            eprintln!("keyhole run: {}", TokenError::Missing);
+            return ExitCode::FAILURE;
+        }
+        (Some(_), Some(file)) => match Token::load(file) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("keyhole run: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let (mut proxy, store, key) = match build(args) {
         Ok(p) => p,
         Err(message) => {
             eprintln!("keyhole run: {message}");
@@ -44,6 +64,15 @@ pub fn run(args: &RunArgs) -> ExitCode {
         }
     };
     runtime.block_on(async {
+        if let Some(path) = &args.audit_log {
+            match AuditLog::open(path).await {
+                Ok(log) => proxy.audit = Some(log),
+                Err(e) => {
+                    eprintln!("keyhole run: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
         let listener = match TcpListener::bind(&args.listen).await {
             Ok(l) => l,
             Err(e) => {
@@ -54,6 +83,21 @@ pub fn run(args: &RunArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let admin_listener = match (&args.admin, &token) {
+            (Some(admin), Some(_)) => match TcpListener::bind(admin).await {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    eprintln!(
+                        "keyhole run: cannot listen on {admin} for the admin API: {e}; pick another --admin address (never the proxy's)"
+                    );
+                    return ExitCode::FAILURE;
+                }
+            },
+            _ => None,
+        };
+        if let Ok(a) = listener.local_addr() {
+            proxy.set_listener(a);
+        }
         let addr = listener
             .local_addr()
             .map(|a| a.to_string())
@@ -61,6 +105,16 @@ pub fn run(args: &RunArgs) -> ExitCode {
         // One fixed line on stdout, for scripts and tests that pass port 0.
         println!("keyhole listening on {addr}");
         tracing::info!(%addr, "listening");
+        if let Some(l) = &admin_listener {
+            // The sandbox must not reach the admin API through the proxy.
+            if let Ok(a) = l.local_addr() {
+                proxy.set_listener(a);
+            }
+            let admin_addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+            // A second fixed line, only with --admin.
+            println!("keyhole admin listening on {admin_addr}");
+            tracing::info!(addr = %admin_addr, "admin API listening");
+        }
         let proxy = Arc::new(proxy);
         let installer = proxy.clone();
         store.on_change(Box::new(move |config| {
@@ -69,8 +123,24 @@ pub fn run(args: &RunArgs) -> ExitCode {
         }));
         let store = Arc::new(store);
         let watcher = tokio::spawn(reload::watch(store.clone(), proxy.clone()));
-        proxy.serve(listener, shutdown_signal()).await;
+        let (stop, stopped) = watch::channel(false);
+        let admin = match (admin_listener, token) {
+            (Some(l), Some(token)) => {
+                let admin = Arc::new(Admin::new(store.clone(), proxy.clone(), token));
+                Some(tokio::spawn(admin.serve(l, stopped)))
+            }
+            _ => None,
+        };
+        proxy
+            .serve(listener, async move {
+                shutdown_signal().await;
+                stop.send_replace(true);
+            })
+            .await;
         watcher.abort();
+        if let Some(admin) = admin {
+            admin.abort();
+        }
         tracing::info!("stopped");
         ExitCode::SUCCESS
     })
@@ -84,7 +154,8 @@ fn build(args: &RunArgs) -> Result<(Proxy, Store, Arc<PlaceholderKey>), String> 
     let leaves =
         LeafCache::new(Arc::new(ca), DEFAULT_LEAF_CACHE_CAPACITY).map_err(|e| e.to_string())?;
     let tls = upstream::client_config(&args.upstream_ca).map_err(|e| e.to_string())?;
-    let resolver = Resolver::from_args(&args.resolve).map_err(|e| e.to_string())?;
+    let mut resolver = Resolver::from_args(&args.resolve).map_err(|e| e.to_string())?;
+    resolver.guard.deny_private = args.deny_private;
     let mut proxy = Proxy::new(snapshot(&config, &key)?, leaves, tls, resolver);
     proxy.response_header_timeout =
         std::time::Duration::try_from_secs_f64(args.response_header_timeout)

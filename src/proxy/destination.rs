@@ -3,12 +3,13 @@
 //! Checked after resolution, on the very addresses that are then dialled
 //! (there is no second lookup), so a name whose DNS answer changes between
 //! check and dial cannot slip through. Always refused: the cloud metadata
-//! endpoints (`169.254.169.254`, `fd00:ec2::254`) and keyhole's own proxy
-//! listener (a loop). With `--deny-private`, also private, loopback,
-//! link-local, unique-local and unspecified addresses.
+//! endpoints (`169.254.169.254`, `fd00:ec2::254`) and keyhole's own listeners
+//! (proxy and admin API: a loop, or the sandbox reaching the admin API).
+//! With `--deny-private`, also private, loopback, link-local, unique-local
+//! and unspecified addresses.
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::sync::OnceLock;
+use std::sync::RwLock;
 
 /// The cloud metadata address of AWS, GCP, Azure and most others.
 pub const METADATA_V4: [u8; 4] = [169, 254, 169, 254];
@@ -31,8 +32,8 @@ pub enum Refused {
 pub struct Guard {
     /// Refuse private, loopback and link-local destinations.
     pub deny_private: bool,
-    /// keyhole's own proxy listener, once bound.
-    pub own: OnceLock<SocketAddr>,
+    /// keyhole's own listeners (proxy and admin API), once bound.
+    pub own: RwLock<Vec<SocketAddr>>,
 }
 
 // === impl Guard ===
@@ -44,7 +45,8 @@ impl Guard {
         if is_metadata(ip) {
             return Err(Refused::Metadata);
         }
-        if let Some(own) = self.own.get() {
+        let own = self.own.read().map(|o| o.clone()).unwrap_or_default();
+        for own in own {
             let same_port = own.port() == addr.port();
             let same_ip = canonical(own.ip()) == ip || (own.ip().is_unspecified() && is_local(ip));
             if same_port && same_ip {
@@ -107,7 +109,10 @@ mod tests {
     fn metadata_is_always_refused() {
         let g = Guard::default();
         assert_eq!(g.check(sa("169.254.169.254:80")), Err(Refused::Metadata));
-        assert_eq!(g.check(sa("[::ffff:169.254.169.254]:80")), Err(Refused::Metadata));
+        assert_eq!(
+            g.check(sa("[::ffff:169.254.169.254]:80")),
+            Err(Refused::Metadata)
+        );
         assert_eq!(g.check(sa("[fd00:ec2::254]:80")), Err(Refused::Metadata));
         assert_eq!(g.check(sa("127.0.0.1:443")), Ok(()));
     }
@@ -118,7 +123,19 @@ mod tests {
             deny_private: true,
             ..Guard::default()
         };
-        for a in ["127.0.0.1:1", "10.1.2.3:1", "172.16.0.1:1", "192.168.1.1:1", "169.254.1.1:1", "100.64.0.1:1", "0.0.0.0:1", "[::1]:1", "[fd12::1]:1", "[fe80::1]:1", "[::ffff:10.0.0.1]:1"] {
+        for a in [
+            "127.0.0.1:1",
+            "10.1.2.3:1",
+            "172.16.0.1:1",
+            "192.168.1.1:1",
+            "169.254.1.1:1",
+            "100.64.0.1:1",
+            "0.0.0.0:1",
+            "[::1]:1",
+            "[fd12::1]:1",
+            "[fe80::1]:1",
+            "[::ffff:10.0.0.1]:1",
+        ] {
             assert_eq!(g.check(sa(a)), Err(Refused::Private), "{a}");
         }
         for a in ["203.0.113.9:443", "[2001:db8::1]:443", "100.128.0.1:1"] {
@@ -129,11 +146,11 @@ mod tests {
     #[test]
     fn own_listener_is_a_loop() {
         let g = Guard::default();
-        let _ = g.own.set(sa("127.0.0.1:8080"));
+        g.own.write().unwrap().push(sa("127.0.0.1:8080"));
         assert_eq!(g.check(sa("127.0.0.1:8080")), Err(Refused::Loop));
         assert_eq!(g.check(sa("127.0.0.1:8081")), Ok(()));
         let any = Guard::default();
-        let _ = any.own.set(sa("0.0.0.0:8080"));
+        any.own.write().unwrap().push(sa("0.0.0.0:8080"));
         assert_eq!(any.check(sa("127.0.0.1:8080")), Err(Refused::Loop));
     }
 }

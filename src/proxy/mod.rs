@@ -198,10 +198,12 @@ impl Proxy {
         }
     }
 
-    /// Records the proxy's own listening address, so that a CONNECT back
-    /// to it is refused as a loop.
+    /// Records one of keyhole's own listening addresses (the proxy's, the
+    /// admin API's), so that a CONNECT to it is refused.
     pub fn set_listener(&self, addr: SocketAddr) {
-        let _ = self.resolver.guard.own.set(addr);
+        if let Ok(mut own) = self.resolver.guard.own.write() {
+            own.push(addr);
+        }
     }
 
     /// The leaf certificate cache (for its hit and miss counts).

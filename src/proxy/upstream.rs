@@ -290,7 +290,9 @@ impl ConnectError {
                 (S::BAD_GATEWAY, "tls_protocol_error", Some(reason.clone()))
             }
             ConnectError::BadUri(_) => (S::BAD_GATEWAY, "proxy_internal_error", None),
-            ConnectError::Prohibited { why: Refused::Loop, .. } => (S::LOOP_DETECTED, "proxy_loop_detected", None),
+            ConnectError::Prohibited {
+                why: Refused::Loop, ..
+            } => (S::LOOP_DETECTED, "proxy_loop_detected", None),
             ConnectError::Prohibited { .. } => (S::FORBIDDEN, "destination_ip_prohibited", None),
         };
         let advice = match error {

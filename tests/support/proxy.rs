@@ -11,6 +11,8 @@ pub struct Keyhole {
     child: Option<Child>,
     /// The proxy's address.
     pub addr: SocketAddr,
+    /// The admin API's address, when started with `--admin`.
+    pub admin: Option<SocketAddr>,
     /// The state directory (holds `ca.pem`).
     pub state_dir: PathBuf,
     /// Where stderr goes.
@@ -60,11 +62,17 @@ impl Keyhole {
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         let out_path = stdout_path.clone();
+        let with_admin = args.iter().any(|a| a == "--admin");
         std::thread::spawn(move || {
             let mut reader = BufReader::new(stdout);
             let mut line = String::new();
             let _ = reader.read_line(&mut line);
             let _ = tx.send(line);
+            if with_admin {
+                let mut line = String::new();
+                let _ = reader.read_line(&mut line);
+                let _ = tx.send(line);
+            }
             let mut rest = Vec::new();
             let _ = std::io::Read::read_to_end(&mut reader, &mut rest);
             let _ = std::fs::write(out_path, rest);
@@ -86,8 +94,17 @@ impl Keyhole {
                 std::fs::read_to_string(&log_path).unwrap_or_default()
             );
         };
+        let admin = with_admin.then(|| {
+            let line = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_default();
+            line.trim()
+                .strip_prefix("keyhole admin listening on ")
+                .unwrap_or_else(|| panic!("no admin address: {line:?}"))
+                .parse()
+                .expect("admin addr")
+        });
         Keyhole {
             addr: addr.parse().expect("addr"),
+            admin,
             child: Some(child),
             state_dir,
             log_path,
@@ -143,6 +160,21 @@ impl Keyhole {
         let status = wait_timeout(child, Duration::from_secs(20));
         self.child = None;
         status
+    }
+
+    /// Stops keyhole (SIGTERM) and starts it again on the same config file
+    /// (as it is now) and state directory, with `args`.
+    pub fn restart(mut self, args: &[String], env: &[(&str, &str)]) -> Keyhole {
+        self.terminate();
+        let dir = std::mem::replace(&mut self._dir, tempfile::tempdir().expect("tempdir"));
+        drop(self);
+        let config = std::fs::read_to_string(dir.path().join("config.json")).expect("config");
+        Self::start_in(dir, &config, args, env)
+    }
+
+    /// The config file keyhole runs on.
+    pub fn config_path(&self) -> PathBuf {
+        self._dir.path().join("config.json")
     }
 
     /// Writes a file in the test's folder.

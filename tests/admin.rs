@@ -1,0 +1,316 @@
+//! The admin API through real sockets: keyhole's binary with `--admin`,
+//! driven by the official `anthropic` Python SDK (tests/admin_sdk.py) and
+//! by raw HTTP, with a TLS upstream behind the proxy.
+
+mod support;
+
+#[path = "admin/api.rs"]
+mod api;
+#[path = "admin/errors.rs"]
+mod errors;
+#[path = "admin/world.rs"]
+mod world;
+
+use std::path::PathBuf;
+
+use serde_json::{json, Value};
+
+use api::Api;
+use world::{World, HOST, OLD_SECRET, TOKEN};
+
+const NEW_SECRET: &str = "sek_after_update_77b1";
+
+/// An `environment_variable` auth for `api.example.test`.
+pub fn env_auth(name: &str, secret: &str) -> Value {
+    json!({"type": "environment_variable", "secret_name": name, "secret_value": secret,
+        "networking": {"type": "limited", "allowed_hosts": [HOST]}})
+}
+
+/// The default vault's credentials.
+pub const CREDS: &str = "/v1/vaults/vlt_local/credentials";
+
+/// The Python of a virtualenv with the `anthropic` SDK: `$KEYHOLE_TEST_PYTHON`
+/// (set by `.ci/run`, so CI fails if it is missing), else `.venv/bin/python`.
+fn sdk_python() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("KEYHOLE_TEST_PYTHON") {
+        let p = PathBuf::from(p);
+        assert!(
+            p.exists(),
+            "KEYHOLE_TEST_PYTHON={} does not exist",
+            p.display()
+        );
+        return Some(p);
+    }
+    let local = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    local.exists().then_some(local)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sdk_drives_the_admin_api() {
+    let Some(python) = sdk_python() else {
+        eprintln!(
+            "SKIPPED sdk_drives_the_admin_api: no virtualenv with the anthropic SDK. Run \
+             `python3 -m venv .venv && .venv/bin/pip install anthropic==2.14.0`, or set \
+             KEYHOLE_TEST_PYTHON (bash .ci/run does both)."
+        );
+        return;
+    };
+    let w = World::new().await;
+    let out = tokio::process::Command::new(&python)
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/admin_sdk.py"))
+        .env("KEYHOLE_ADMIN_URL", format!("http://{}", w.api.addr))
+        .env("KEYHOLE_ADMIN_TOKEN", TOKEN)
+        .env_remove("ANTHROPIC_API_KEY")
+        .env_remove("ANTHROPIC_AUTH_TOKEN")
+        .env_remove("ANTHROPIC_BASE_URL")
+        .env(
+            "ANTHROPIC_CONFIG_DIR",
+            w.keyhole.state_dir.join("no-anthropic-config"),
+        )
+        .output()
+        .await
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "SDK script failed:\n{stdout}\n{stderr}"
+    );
+    let result: Value = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no RESULT line:\n{stdout}"));
+    // The file holds what the SDK did.
+    let file = w.file();
+    let creds = file["credentials"].as_array().unwrap();
+    let by_id = |id: &Value| creds.iter().find(|c| c["id"] == *id).cloned();
+    let rotated = by_id(&result["rotated"]).expect("rotated credential in the file");
+    assert_eq!(rotated["auth"]["secret_value"], result["new_secret"]);
+    assert_eq!(rotated["metadata"], json!({"k": "v"}));
+    assert!(by_id(&result["archived"]).unwrap()["archived_at"].is_string());
+    assert!(by_id(&result["deleted"]).is_none());
+    for id in result["kept"].as_array().unwrap() {
+        assert!(by_id(id).is_some(), "{id} kept");
+    }
+    assert!(file["vaults"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|v| v["id"] == result["vault"]));
+    assert!(
+        !w.keyhole.log().contains("sdk-secret-"),
+        "a secret in the log"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_right_after_an_update_uses_the_new_secret() {
+    let w = World::new().await;
+    let ph = w.placeholders()["API_TOKEN"].clone();
+    let seen = w.authorization_upstream_sees(&ph).await;
+    assert_eq!(seen, format!("Bearer {OLD_SECRET}"));
+    let auth = json!({"type": "environment_variable", "secret_value": NEW_SECRET});
+    w.api
+        .ok(
+            "POST",
+            &format!("{CREDS}/vcrd_api"),
+            Some(json!({"auth": auth})),
+        )
+        .await;
+    // No wait: the change is in force for the very next request.
+    let seen = w.authorization_upstream_sees(&ph).await;
+    assert_eq!(seen, format!("Bearer {NEW_SECRET}"));
+    // Archived: never substituted (and no longer intercepted: tunnelled).
+    w.api
+        .ok("POST", &format!("{CREDS}/vcrd_api/archive"), None)
+        .await;
+    assert_eq!(
+        w.authorization_upstream_sees(&ph).await,
+        format!("Bearer {ph}")
+    );
+    // /metrics counts what happened.
+    let m = w
+        .api
+        .send(
+            "GET",
+            "/metrics",
+            &[("authorization", &format!("Bearer {TOKEN}"))],
+            None,
+        )
+        .await;
+    assert_eq!(m.status, 200);
+    assert!(
+        m.content_type.starts_with("text/plain; version=0.0.4"),
+        "{}",
+        m.content_type
+    );
+    for line in [
+        "keyhole_requests_total 2",
+        "keyhole_intercepts_total 2",
+        "keyhole_tunnels_total 1",
+        "keyhole_substitutions_by_credential_total{credential_id=\"vcrd_api\"} 2",
+        "keyhole_responses_total{class=\"2xx\"} 2",
+        "keyhole_leaf_cache_misses_total 1",
+        "keyhole_leaf_cache_hits_total 1",
+        "keyhole_reloads_total{outcome=\"failed\"} 0",
+        "# TYPE keyhole_tunnels_total counter",
+    ] {
+        assert!(
+            m.text.lines().any(|l| l == line),
+            "{line:?} not in\n{}",
+            m.text
+        );
+    }
+    w.api.assert_no_secret(&[OLD_SECRET, NEW_SECRET]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_keeps_every_change() {
+    let w = World::new().await;
+    let vault = w
+        .api
+        .ok("POST", "/v1/vaults", Some(json!({"display_name": "kept"})))
+        .await;
+    let vid = vault["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/vaults/{vid}/credentials");
+    let a = w
+        .api
+        .ok(
+            "POST",
+            &path,
+            Some(json!({"auth": env_auth("A_TOKEN", "sek_a_1")})),
+        )
+        .await;
+    let b = w
+        .api
+        .ok(
+            "POST",
+            &path,
+            Some(json!({"auth": env_auth("B_TOKEN", "sek_b_2")})),
+        )
+        .await;
+    let c = w
+        .api
+        .ok(
+            "POST",
+            &path,
+            Some(json!({"auth": env_auth("C_TOKEN", "sek_c_3")})),
+        )
+        .await;
+    let id = |v: &Value| v["id"].as_str().unwrap().to_owned();
+    w.api
+        .ok(
+            "POST",
+            &format!("{path}/{}", id(&a)),
+            Some(json!({"metadata": {"x": "1"}})),
+        )
+        .await;
+    w.api
+        .ok("POST", &format!("{path}/{}/archive", id(&b)), None)
+        .await;
+    w.api
+        .ok("DELETE", &format!("{path}/{}", id(&c)), None)
+        .await;
+    let auth = json!({"type": "environment_variable", "secret_value": NEW_SECRET});
+    w.api
+        .ok(
+            "POST",
+            &format!("{CREDS}/vcrd_api"),
+            Some(json!({"auth": auth})),
+        )
+        .await;
+    w.api
+        .ok(
+            "POST",
+            "/v1/vaults/vlt_local",
+            Some(json!({"metadata": {"m": "n"}})),
+        )
+        .await;
+
+    let snapshot = |api: Api| async move {
+        let list = format!(
+            "/v1/vaults/{}/credentials?include_archived=true",
+            vid_of(&api).await
+        );
+        (
+            api.ok("GET", "/v1/vaults?include_archived=true", None)
+                .await,
+            api.ok("GET", &list, None).await,
+            api.ok("GET", &format!("{CREDS}?include_archived=true"), None)
+                .await,
+        )
+    };
+    let before = snapshot(w.api.clone()).await;
+    let ph = w.placeholders()["API_TOKEN"].clone();
+    let w = w.restart();
+    let after = snapshot(w.api.clone()).await;
+    assert_eq!(
+        before, after,
+        "the API shows the same after a restart, timestamps included"
+    );
+    let creds = after.1["data"].as_array().unwrap();
+    assert_eq!(creds.len(), 2);
+    assert_eq!(creds[0]["metadata"], json!({"x": "1"}));
+    assert!(creds[1]["archived_at"].is_string());
+    assert_eq!(w.placeholders()["API_TOKEN"], ph);
+    assert_eq!(
+        w.authorization_upstream_sees(&ph).await,
+        format!("Bearer {NEW_SECRET}")
+    );
+    w.api
+        .assert_no_secret(&["sek_a_1", "sek_b_2", "sek_c_3", NEW_SECRET, OLD_SECRET]);
+}
+
+/// The id of the first vault that is not `vlt_local`.
+async fn vid_of(api: &Api) -> String {
+    let vaults = api
+        .ok("GET", "/v1/vaults?include_archived=true", None)
+        .await;
+    let data = vaults["data"].as_array().unwrap();
+    let v = data
+        .iter()
+        .find(|v| v["id"] != "vlt_local")
+        .expect("a created vault");
+    v["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fifty_concurrent_updates_all_persist() {
+    let w = World::new().await;
+    // Four credentials: 50 distinct keys stay under 16 metadata pairs each.
+    let mut ids = vec!["vcrd_api".to_owned()];
+    for n in 1..4 {
+        let body = json!({"auth": env_auth(&format!("T{n}"), &format!("sek_t_{n}"))});
+        let c = w.api.ok("POST", CREDS, Some(body)).await;
+        ids.push(c["id"].as_str().unwrap().to_owned());
+    }
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let api = w.api.clone();
+            let path = format!("{CREDS}/{}", ids[i % 4]);
+            tokio::spawn(async move {
+                let body = json!({"metadata": {format!("k{i}"): format!("v{i}")}});
+                api.call("POST", &path, Some(body)).await.status
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    let file = w.file();
+    let creds = file["credentials"].as_array().unwrap();
+    for i in 0..50 {
+        let c = creds.iter().find(|c| c["id"] == ids[i % 4]).unwrap();
+        assert_eq!(
+            c["metadata"][format!("k{i}")],
+            format!("v{i}"),
+            "update {i} lost"
+        );
+        let shown = w
+            .api
+            .ok("GET", &format!("{CREDS}/{}", ids[i % 4]), None)
+            .await;
+        assert_eq!(shown["metadata"][format!("k{i}")], format!("v{i}"));
+    }
+}
