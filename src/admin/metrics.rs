@@ -122,7 +122,7 @@ pub fn render(proxy: &Proxy) -> String {
     labelled(
         &mut out,
         "substitutions_by_credential_total",
-        "Requests in which a credential's placeholder was substituted, by credential id.",
+        "Placeholders substituted (in headers: once per request; in bodies: each), by credential id.",
         "credential_id",
         &c.by_credential,
     );

@@ -272,30 +272,40 @@ async fn handle(
             // carries no length.
             parts.headers.remove(CONTENT_LENGTH);
         }
-        let events = proxy.audit.clone().map(|log| {
-            let snapshot = snapshot.clone();
-            let (host, method) = (host.clone(), method.clone());
-            let allowed = allowed.to_vec();
-            Arc::new(move |i: u32, substituted: bool| {
-                let (event, reason) = match (substituted, allowed.contains(&i)) {
+        // Told of each placeholder in the body: counts substitutions by
+        // credential, and writes the audit log when there is one.
+        let audit_log = proxy.audit.clone();
+        let by_credential = counters.by_credential.clone();
+        let snapshot_for_events = snapshot.clone();
+        let (event_host, event_method) = (host.clone(), method.clone());
+        let allowed_for_events = allowed.to_vec();
+        let events: BodyEvents = Arc::new(move |i: u32, substituted: bool| {
+            let policy = &snapshot_for_events.policy;
+            if substituted {
+                if let (Some(c), Ok(mut m)) = (policy.credential(i), by_credential.lock()) {
+                    *m.entry(c.id.clone()).or_default() += 1;
+                }
+            }
+            if let Some(log) = &audit_log {
+                let (event, reason) = match (substituted, allowed_for_events.contains(&i)) {
                     (true, _) => (Event::Substituted, "allowed"),
                     (false, true) => (Event::Passed, "location_disabled"),
                     (false, false) => (Event::Passed, "host_not_allowed"),
                 };
                 log.record(record(
-                    &snapshot.policy,
+                    policy,
                     i,
-                    &host,
-                    &method,
+                    &event_host,
+                    &event_method,
                     &path,
                     Location::Body,
                     event,
                     reason,
                 ));
-            }) as BodyEvents
+            }
         });
         bodies
-            .request(body, allowed, counters.body.clone(), events)
+            .request(body, allowed, counters.body.clone(), Some(events))
             .map_err(|e| Box::new(e) as BodyError)
             .boxed()
     };

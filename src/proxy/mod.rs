@@ -88,7 +88,7 @@ pub struct Counters {
     /// Config reloads refused (invalid file).
     pub reloads_failed: AtomicU64,
     /// Substitutions (headers and bodies) by credential id.
-    pub by_credential: Mutex<BTreeMap<String, u64>>,
+    pub by_credential: Arc<Mutex<BTreeMap<String, u64>>>,
     /// Relayed requests by response status class (`2xx`, ...).
     pub by_status: Mutex<BTreeMap<String, u64>>,
     /// Responses keyhole made itself, by RFC 9209 error type.
