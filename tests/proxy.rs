@@ -10,7 +10,7 @@ use http::{Request, Version};
 use http_body_util::Empty;
 use support::client;
 use support::proxy::Keyhole;
-use support::upstream::{plain_upstream, tls_upstream, Alpn, TestCa, Upstream};
+use support::upstream::{plain_upstream, tls_upstream, Alpn, Chunks, TestCa, Upstream};
 
 const API_SECRET: &str = "sek_api_9c1d7e33";
 const WILD_SECRET: &str = "sek_wild_4b2a9f11";
@@ -976,20 +976,6 @@ async fn post_chunks(
         parts.headers,
         body.collect().await.unwrap().to_bytes().to_vec(),
     )
-}
-
-/// A request body sent as separate frames, one per chunk.
-struct Chunks(std::collections::VecDeque<Bytes>);
-
-impl hyper::body::Body for Chunks {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
-        std::task::Poll::Ready(self.0.pop_front().map(|b| Ok(hyper::body::Frame::data(b))))
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
