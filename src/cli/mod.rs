@@ -82,6 +82,31 @@ pub struct RunArgs {
     /// Longest wait for an upstream's response headers, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 300.0)]
     pub response_header_timeout: f64,
+    /// Longest wait for a TCP connection to an upstream, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    pub connect_timeout: f64,
+    /// Longest wait for an upstream TLS handshake, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    pub tls_timeout: f64,
+    /// Longest wait for a client's request headers (and the next request on
+    /// an idle HTTP/1.1 connection), in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
+    pub header_read_timeout: f64,
+    /// Longest a tunnel or intercepted connection may stay silent, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300.0)]
+    pub idle_timeout: f64,
+    /// Connections handled at once; beyond, 503 connection_limit_reached.
+    #[arg(long, value_name = "N", default_value_t = crate::proxy::limits::MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// Largest request line plus headers, in bytes (at least 8192).
+    #[arg(long, value_name = "BYTES", default_value_t = crate::proxy::limits::MAX_HEADER_BYTES)]
+    pub max_header_bytes: usize,
+    /// HTTP/2 streams a client may open at once on one connection.
+    #[arg(long, value_name = "N", default_value_t = crate::proxy::limits::HTTP2_MAX_STREAMS)]
+    pub http2_max_streams: u32,
+    /// Leaf certificates kept (one per intercepted host).
+    #[arg(long, value_name = "N", default_value_t = crate::tls::leaf::DEFAULT_LEAF_CACHE_CAPACITY)]
+    pub leaf_cache_size: usize,
     /// Log line format (the level comes from RUST_LOG, default info).
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: crate::logging::LogFormat,

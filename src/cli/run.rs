@@ -15,13 +15,13 @@ use crate::logging;
 use crate::model::Config;
 use crate::placeholder::PlaceholderKey;
 use crate::policy::Policy;
+use crate::proxy::limits::Limits;
 use crate::proxy::resolve::Resolver;
 use crate::proxy::{Proxy, Snapshot};
 use crate::reload;
 use crate::state;
 use crate::store::Store;
 use crate::substitute::Substitutions;
-use crate::tls::leaf::DEFAULT_LEAF_CACHE_CAPACITY;
 use crate::tls::{upstream, CertificateAuthority, LeafCache};
 
 /// Runs the proxy; exit 0 after a clean shutdown, 1 when it cannot start.
@@ -151,23 +151,36 @@ fn build(args: &RunArgs) -> Result<(Proxy, Store, Arc<PlaceholderKey>), String> 
     let dir = state::resolve_dir(args.state_dir.as_deref()).map_err(|e| e.to_string())?;
     let ca = CertificateAuthority::load_or_create(&dir).map_err(|e| e.to_string())?;
     let key = Arc::new(PlaceholderKey::load_or_create(&dir).map_err(|e| e.to_string())?);
-    let leaves =
-        LeafCache::new(Arc::new(ca), DEFAULT_LEAF_CACHE_CAPACITY).map_err(|e| e.to_string())?;
+    let leaves = LeafCache::new(Arc::new(ca), args.leaf_cache_size).map_err(|e| e.to_string())?;
     let tls = upstream::client_config(&args.upstream_ca).map_err(|e| e.to_string())?;
     let mut resolver = Resolver::from_args(&args.resolve).map_err(|e| e.to_string())?;
     resolver.guard.deny_private = args.deny_private;
+    resolver.connect_timeout = seconds("--connect-timeout", args.connect_timeout)?;
+    resolver.tls_timeout = seconds("--tls-timeout", args.tls_timeout)?;
     let mut proxy = Proxy::new(snapshot(&config, &key)?, leaves, tls, resolver);
-    proxy.response_header_timeout =
-        std::time::Duration::try_from_secs_f64(args.response_header_timeout)
-            .ok()
-            .filter(|d| !d.is_zero())
-            .ok_or_else(|| {
-                format!(
-                    "--response-header-timeout {} is not a positive number of seconds",
-                    args.response_header_timeout
-                )
-            })?;
+    if args.max_connections == 0 {
+        return Err("--max-connections must be at least 1".to_owned());
+    }
+    proxy.set_limits(Limits {
+        max_connections: args.max_connections,
+        max_header_bytes: args.max_header_bytes.max(8192),
+        header_read_timeout: seconds("--header-read-timeout", args.header_read_timeout)?,
+        idle_timeout: seconds("--idle-timeout", args.idle_timeout)?,
+        http2_max_streams: args.http2_max_streams.max(1),
+        response_header_timeout: seconds(
+            "--response-header-timeout",
+            args.response_header_timeout,
+        )?,
+    });
     Ok((proxy, store, key))
+}
+
+/// A positive number of seconds, or a message naming the flag.
+fn seconds(flag: &str, value: f64) -> Result<std::time::Duration, String> {
+    std::time::Duration::try_from_secs_f64(value)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{flag} {value} is not a positive number of seconds"))
 }
 
 /// Compiles one policy generation.

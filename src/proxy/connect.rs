@@ -14,8 +14,9 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use super::body::ProxyBody;
+use super::idle::Idle;
 use super::respond::Refusal;
-use super::{intercept, upstream, Counters, Proxy};
+use super::{intercept, upstream, Counters, Proxy, Slot};
 use crate::policy::{Action, Authority};
 
 /// Handles one CONNECT request.
@@ -23,6 +24,7 @@ pub async fn handle(
     proxy: Arc<Proxy>,
     mut req: Request<Incoming>,
     peer: SocketAddr,
+    slot: Slot,
 ) -> Response<ProxyBody> {
     let Some(authority) = req.uri().authority().map(|a| a.as_str().to_owned()) else {
         return bad_request("CONNECT needs a host:port target");
@@ -63,11 +65,14 @@ pub async fn handle(
             tracing::info!(%peer, host = %target.host, port, action = "tunnel", "CONNECT");
             let on_upgrade = hyper::upgrade::on(&mut req);
             let host = target.host.clone();
+            let idle = proxy.limits.idle_timeout;
+            let tunnel_slot = slot.clone();
             proxy.tasks.spawn(async move {
+                let _slot = tunnel_slot;
                 let mut upstream = upstream;
                 match on_upgrade.await {
                     Ok(upgraded) => {
-                        let mut client = TokioIo::new(upgraded);
+                        let mut client = Idle::new(TokioIo::new(upgraded), idle);
                         match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
                             Ok((up, down)) => tracing::debug!(%host, up, down, "tunnel closed"),
                             Err(e) => {

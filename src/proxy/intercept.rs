@@ -23,10 +23,11 @@ use tokio_rustls::LazyConfigAcceptor;
 
 use super::body::{BodyError, ProxyBody};
 use super::headers::{strip_hop_by_hop, strip_host};
+use super::idle::Idle;
 use super::respond::Refusal;
 use super::rewind::Rewind;
 use super::websocket::{self, upgrade_kind, UpgradeKind};
-use super::{relay, serve_gracefully, Counters, Proxy, Snapshot, HEADER_READ_TIMEOUT};
+use super::{relay, serve_gracefully, Counters, Proxy, Snapshot};
 use crate::audit::{self, Event, Location, Record};
 use crate::policy::{Authority, Host};
 use crate::substitute::bodies::BodyEvents;
@@ -115,16 +116,20 @@ pub async fn serve(proxy: Arc<Proxy>, mut io: TokioIo<Upgraded>, target: Authori
         let target = target.clone();
         async move { Ok::<_, Infallible>(handle(&proxy, &target, req).await) }
     });
-    let io = TokioIo::new(tls);
+    let limits = &proxy.limits;
+    let io = TokioIo::new(Idle::new(tls, limits.idle_timeout));
     let result = if h2 {
         let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
+            .max_concurrent_streams(limits.http2_max_streams)
+            .max_header_list_size(limits.max_header_bytes.min(u32::MAX as usize) as u32)
             .serve_connection(io, service);
         serve_gracefully!(conn, proxy.stop_signal())
     } else {
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .header_read_timeout(limits.header_read_timeout)
+            .max_buf_size(limits.max_header_bytes.max(8192))
             .serve_connection(io, service)
             .with_upgrades();
         serve_gracefully!(conn, proxy.stop_signal())

@@ -14,7 +14,9 @@ pub mod connect;
 pub mod destination;
 pub mod forward;
 pub mod headers;
+pub mod idle;
 pub mod intercept;
+pub mod limits;
 pub mod relay;
 pub mod resolve;
 pub mod respond;
@@ -36,10 +38,11 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 
 use self::body::ProxyBody;
+use self::limits::Limits;
 use self::resolve::Resolver;
 use self::respond::Refusal;
 use crate::policy::Policy;
@@ -47,8 +50,6 @@ use crate::substitute::bodies::BodyCounts;
 use crate::substitute::Substitutions;
 use crate::tls::LeafCache;
 
-/// Longest wait for a client's request headers (slowloris bound).
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest wait, after shutdown is asked for, for requests in flight.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -131,14 +132,35 @@ fn bump(map: &Mutex<BTreeMap<String, u64>>, key: String, n: u64) {
     }
 }
 
+/// A connection's share of [`Limits::max_connections`].
+pub type Slot = Arc<OwnedSemaphorePermit>;
+
+/// Answers a connection over the limit with `503` and closes it.
+async fn refuse_over_limit(mut tcp: tokio::net::TcpStream, max: usize) {
+    use tokio::io::AsyncWriteExt;
+    let refusal = Refusal::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "connection_limit_reached",
+        format!("keyhole is handling its maximum of {max} connections; retry shortly, or raise --max-connections"),
+    );
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        tcp.write_all(&refusal.to_http1_bytes()),
+    )
+    .await;
+    let _ = tcp.shutdown().await;
+}
+
 /// Everything the connections share.
 pub struct Proxy {
     /// The policy generation in force, swapped whole on reload.
     live: ArcSwap<Snapshot>,
     /// Event counts.
     pub counters: Counters,
-    /// Longest wait for an upstream's response headers.
-    pub response_header_timeout: Duration,
+    /// Bounds and timeouts.
+    pub limits: Limits,
+    /// One permit per connection in flight (see [`Limits::max_connections`]).
+    slots: Arc<Semaphore>,
     /// Where substitutions and passed placeholders are recorded, if anywhere.
     pub audit: Option<crate::audit::AuditLog>,
     leaves: LeafCache,
@@ -193,7 +215,8 @@ impl Proxy {
             tasks: TaskTracker::new(),
             stopping: watch::Sender::new(false),
             counters: Counters::default(),
-            response_header_timeout: relay::RESPONSE_HEADER_TIMEOUT,
+            limits: Limits::default(),
+            slots: Arc::new(Semaphore::new(limits::MAX_CONNECTIONS)),
             audit: None,
         }
     }
@@ -214,6 +237,12 @@ impl Proxy {
     /// A receiver that sees `true` once shutdown begins.
     fn stop_signal(&self) -> watch::Receiver<bool> {
         self.stopping.subscribe()
+    }
+
+    /// Sets the bounds and timeouts (before serving).
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.slots = Arc::new(Semaphore::new(limits.max_connections));
+        self.limits = limits;
     }
 
     /// The policy generation in force. Each request takes the one current
@@ -247,16 +276,26 @@ impl Proxy {
                         }
                     };
                     let _ = tcp.set_nodelay(true);
+                    let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+                        self.tasks.spawn(refuse_over_limit(tcp, self.limits.max_connections));
+                        continue;
+                    };
+                    // The slot is held by this connection and by every
+                    // tunnel it opens, until the last of them ends.
+                    let slot = Arc::new(slot);
                     let proxy = self.clone();
+                    let proxy_limits = self.limits.clone();
                     let stop = self.stop_signal();
                     self.tasks.spawn(async move {
                         let service = service_fn(move |req| {
                             let proxy = proxy.clone();
-                            async move { Ok::<_, Infallible>(proxy.dispatch(req, peer).await) }
+                            let slot = slot.clone();
+                            async move { Ok::<_, Infallible>(proxy.dispatch(req, peer, slot).await) }
                         });
                         let conn = hyper::server::conn::http1::Builder::new()
                             .timer(TokioTimer::new())
-                            .header_read_timeout(HEADER_READ_TIMEOUT)
+                            .header_read_timeout(proxy_limits.header_read_timeout)
+                            .max_buf_size(proxy_limits.max_header_bytes.max(8192))
                             .serve_connection(TokioIo::new(tcp), service)
                             .with_upgrades();
                         if let Err(e) = serve_gracefully!(conn, stop) {
@@ -298,9 +337,10 @@ impl Proxy {
         self: Arc<Self>,
         req: Request<Incoming>,
         peer: SocketAddr,
+        slot: Slot,
     ) -> Response<ProxyBody> {
         if req.method() == Method::CONNECT {
-            return connect::handle(self, req, peer).await;
+            return connect::handle(self, req, peer, slot).await;
         }
         match req.uri().scheme_str() {
             Some("http") => forward::handle(self, req).await,

@@ -21,7 +21,7 @@ pub const RESPONSE_HEADER_TIMEOUT: Duration = Duration::from_secs(300);
 /// response for a failure.
 pub async fn send(proxy: &Proxy, req: Request<ProxyBody>) -> Response<ProxyBody> {
     let host = req.uri().host().unwrap_or_default().to_owned();
-    let limit = proxy.response_header_timeout;
+    let limit = proxy.limits.response_header_timeout;
     match tokio::time::timeout(limit, proxy.client.request(req)).await {
         Err(_) => Refusal::new(
             StatusCode::GATEWAY_TIMEOUT,

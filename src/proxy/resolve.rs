@@ -47,11 +47,26 @@ pub enum ResolveError {
 }
 
 /// Pinned addresses, by normalised host and port.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Resolver {
     pins: HashMap<(String, u16), Vec<IpAddr>>,
     /// Which resolved addresses may be dialled.
     pub guard: super::destination::Guard,
+    /// Longest wait for a TCP connection to an upstream.
+    pub connect_timeout: std::time::Duration,
+    /// Longest wait for an upstream TLS handshake.
+    pub tls_timeout: std::time::Duration,
+}
+
+impl Default for Resolver {
+    fn default() -> Self {
+        Resolver {
+            pins: HashMap::new(),
+            guard: Default::default(),
+            connect_timeout: super::upstream::CONNECT_TIMEOUT,
+            tls_timeout: super::upstream::TLS_TIMEOUT,
+        }
+    }
 }
 
 // === impl Resolver ===
@@ -89,7 +104,7 @@ impl Resolver {
         }
         Ok(Resolver {
             pins,
-            guard: Default::default(),
+            ..Resolver::default()
         })
     }
 

@@ -51,7 +51,7 @@ pub enum ConnectError {
         authority: String,
     },
     /// Connecting took too long.
-    #[error("connecting to {authority} took longer than {}s", CONNECT_TIMEOUT.as_secs())]
+    #[error("connecting to {authority} took too long (--connect-timeout)")]
     Timeout {
         /// host:port.
         authority: String,
@@ -171,10 +171,13 @@ pub async fn open_tls(
             ServerName::try_from(host.clone()).map_err(|_| ConnectError::BadUri(host.clone()))?
         }
     };
-    match tokio::time::timeout(TLS_TIMEOUT, tls.connect(name, tcp)).await {
+    match tokio::time::timeout(resolver.tls_timeout, tls.connect(name, tcp)).await {
         Err(_) => Err(ConnectError::Tls {
             host,
-            reason: format!("no handshake within {}s", TLS_TIMEOUT.as_secs()),
+            reason: format!(
+                "no handshake within {:?} (--tls-timeout)",
+                resolver.tls_timeout
+            ),
             alert: false,
         }),
         Ok(Err(e)) => Err(tls_error(host, e)),
@@ -206,7 +209,7 @@ pub async fn dial(
         }
         Err(last)
     };
-    match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
+    match tokio::time::timeout(resolver.connect_timeout, attempt).await {
         Err(_) => Err(ConnectError::Timeout { authority }),
         Ok(Ok(tcp)) => {
             // Small requests and responses must not wait for Nagle's timer.
