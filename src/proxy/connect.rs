@@ -69,7 +69,9 @@ pub async fn handle(
             let tunnel_slot = slot.clone();
             proxy.tasks.spawn(async move {
                 let _slot = tunnel_slot;
-                let mut upstream = upstream;
+                // Both sides carry the idle timer: after one side's EOF,
+                // copy_bidirectional polls only the other.
+                let mut upstream = Idle::new(upstream, idle);
                 match on_upgrade.await {
                     Ok(upgraded) => {
                         let mut client = Idle::new(TokioIo::new(upgraded), idle);
