@@ -68,9 +68,38 @@ impl<'de> Deserialize<'de> for Secret {
             fn visit_string<E: de::Error>(self, v: String) -> Result<Secret, E> {
                 Ok(Secret::new(v))
             }
+
+            // serde's default messages echo a wrong-typed value ("invalid
+            // type: integer `123`"): a secret written as a number must not
+            // reach an error message, so these name the type only.
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Secret, E> {
+                Err(E::custom(
+                    "a secret must be a JSON string; a number was given (not shown)",
+                ))
+            }
+
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Secret, E> {
+                Err(E::custom(
+                    "a secret must be a JSON string; a number was given (not shown)",
+                ))
+            }
+
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Secret, E> {
+                Err(E::custom(
+                    "a secret must be a JSON string; a number was given (not shown)",
+                ))
+            }
+
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Secret, E> {
+                Err(E::custom(
+                    "a secret must be a JSON string; a boolean was given",
+                ))
+            }
         }
 
-        deserializer.deserialize_string(SecretVisitor)
+        // `deserialize_any`, so that a wrong type reaches the visitor (whose
+        // messages hide it) even through serde's buffering of tagged enums.
+        deserializer.deserialize_any(SecretVisitor)
     }
 }
 
@@ -99,6 +128,12 @@ mod tests {
         let err = serde_json::from_str::<Secret>("true")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("expected a string"), "{err}");
+        assert!(err.contains("must be a JSON string"), "{err}");
+        for number in ["987654321", "-987654321", "9876.54321"] {
+            let err = serde_json::from_str::<Secret>(number)
+                .unwrap_err()
+                .to_string();
+            assert!(!err.contains("987654"), "{err}");
+        }
     }
 }

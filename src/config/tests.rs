@@ -388,3 +388,21 @@ fn pinned_placeholders_are_checked() {
     ));
     assert!(e[0].starts_with("credentials[1].auth.placeholder: \"kh_pinned_0123456789_b\" overlaps the placeholder of credentials[0]"), "{e:?}");
 }
+
+#[test]
+fn a_secret_of_the_wrong_type_is_not_echoed() {
+    for field in ["secret_value", "token"] {
+        let text = if field == "token" {
+            r#"{"credentials": [{"auth": {"type": "static_bearer", "mcp_server_url": "https://m.example.com", "token": 987654321}}]}"#.to_owned()
+        } else {
+            with_auth(
+                r#""secret_name": "X", "secret_value": 987654321, "networking": {"type": "unrestricted"}"#,
+            )
+        };
+        let e = bad(&text);
+        assert!(
+            e[0].contains("must be a JSON string") && !e[0].contains("987654"),
+            "{e:?}"
+        );
+    }
+}

@@ -207,7 +207,11 @@ async fn handle(
     for i in &report.passed {
         tracing::warn!(credential = id(i), %host, "placeholder passed unsubstituted: its credential does not allow this host or location");
     }
-    let path = audit::path_only(parts.uri.path_and_query().map_or("/", |p| p.as_str()));
+    // The audit path (no query) is made only when there is an audit log.
+    let path = match &proxy.audit {
+        Some(_) => audit::path_only(parts.uri.path_and_query().map_or("/", |p| p.as_str())),
+        None => String::new(),
+    };
     if let Some(log) = &proxy.audit {
         for i in &report.substituted {
             log.record(record(
@@ -278,39 +282,44 @@ async fn handle(
             parts.headers.remove(CONTENT_LENGTH);
         }
         // Told of each placeholder in the body: counts substitutions by
-        // credential, and writes the audit log when there is one.
+        // credential, and writes the audit log when there is one. Built
+        // only when it has something to do, so a plain request pays for
+        // no closure, clone or lock.
+        let wants_events = may_change || proxy.audit.is_some();
         let audit_log = proxy.audit.clone();
         let by_credential = counters.by_credential.clone();
         let snapshot_for_events = snapshot.clone();
         let (event_host, event_method) = (host.clone(), method.clone());
         let allowed_for_events = allowed.to_vec();
-        let events: BodyEvents = Arc::new(move |i: u32, substituted: bool| {
-            let policy = &snapshot_for_events.policy;
-            if substituted {
-                if let (Some(c), Ok(mut m)) = (policy.credential(i), by_credential.lock()) {
-                    *m.entry(c.id.clone()).or_default() += 1;
+        let events: Option<BodyEvents> = wants_events.then(|| -> BodyEvents {
+            Arc::new(move |i: u32, substituted: bool| {
+                let policy = &snapshot_for_events.policy;
+                if substituted {
+                    if let Some(c) = policy.credential(i) {
+                        super::bump(&by_credential, &c.id, 1);
+                    }
                 }
-            }
-            if let Some(log) = &audit_log {
-                let (event, reason) = match (substituted, allowed_for_events.contains(&i)) {
-                    (true, _) => (Event::Substituted, "allowed"),
-                    (false, true) => (Event::Passed, "location_disabled"),
-                    (false, false) => (Event::Passed, "host_not_allowed"),
-                };
-                log.record(record(
-                    policy,
-                    i,
-                    &event_host,
-                    &event_method,
-                    &path,
-                    Location::Body,
-                    event,
-                    reason,
-                ));
-            }
+                if let Some(log) = &audit_log {
+                    let (event, reason) = match (substituted, allowed_for_events.contains(&i)) {
+                        (true, _) => (Event::Substituted, "allowed"),
+                        (false, true) => (Event::Passed, "location_disabled"),
+                        (false, false) => (Event::Passed, "host_not_allowed"),
+                    };
+                    log.record(record(
+                        policy,
+                        i,
+                        &event_host,
+                        &event_method,
+                        &path,
+                        Location::Body,
+                        event,
+                        reason,
+                    ));
+                }
+            })
         });
         bodies
-            .request(body, allowed, counters.body.clone(), Some(events))
+            .request(body, allowed, counters.body.clone(), events)
             .map_err(|e| Box::new(e) as BodyError)
             .boxed()
     };

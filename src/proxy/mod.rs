@@ -100,14 +100,20 @@ impl Counters {
     /// Counts a finished request: its status class, and keyhole's own
     /// error type when keyhole answered itself.
     pub fn outcome<B>(&self, res: &Response<B>) {
-        let class = format!("{}xx", res.status().as_u16() / 100);
+        let class = match res.status().as_u16() / 100 {
+            1 => "1xx",
+            2 => "2xx",
+            3 => "3xx",
+            4 => "4xx",
+            _ => "5xx",
+        };
         bump(&self.by_status, class, 1);
         let error = res
             .headers()
             .get("proxy-status")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("keyhole; error="))
-            .map(|v| v.split(';').next().unwrap_or(v).to_owned());
+            .map(|v| v.split(';').next().unwrap_or(v));
         if let Some(error) = error {
             bump(&self.by_error, error, 1);
         }
@@ -116,7 +122,7 @@ impl Counters {
     /// Counts `n` substitutions of credential `id`.
     pub fn substituted_for(&self, id: &str, n: u64) {
         if n > 0 {
-            bump(&self.by_credential, id.to_owned(), n);
+            bump(&self.by_credential, id, n);
         }
     }
 
@@ -126,9 +132,15 @@ impl Counters {
     }
 }
 
-fn bump(map: &Mutex<BTreeMap<String, u64>>, key: String, n: u64) {
+/// Adds `n` under `key`; allocates the key only the first time it is seen.
+fn bump(map: &Mutex<BTreeMap<String, u64>>, key: &str, n: u64) {
     if let Ok(mut m) = map.lock() {
-        *m.entry(key).or_default() += n;
+        match m.get_mut(key) {
+            Some(v) => *v += n,
+            None => {
+                m.insert(key.to_owned(), n);
+            }
+        }
     }
 }
 
