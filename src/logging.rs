@@ -18,9 +18,11 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber. Calling it twice keeps the first.
-pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+/// Installs the global subscriber, at `RUST_LOG` or else `default_level`.
+/// Calling it twice keeps the first.
+pub fn init(format: LogFormat, default_level: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -6,6 +6,7 @@
 //! placeholder. The bundle holds keyhole's CA and the system roots, since
 //! tunnelled hosts show their real certificates.
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use super::EnvArgs;
@@ -42,14 +43,27 @@ pub fn run(args: &EnvArgs) -> ExitCode {
     }
 }
 
-/// The variables, in output order.
+/// The variables of `keyhole env`, in output order.
 pub fn environment(args: &EnvArgs) -> Result<Vec<(String, String)>, String> {
-    let config = config::load(&args.config).map_err(|e| e.to_string())?;
-    let dir = state::resolve_dir(args.state_dir.as_deref()).map_err(|e| e.to_string())?;
+    environment_for(&args.config, &args.listen, args.state_dir.as_deref())
+}
+
+/// The variables for a proxy on `listen` with this config and state dir:
+/// what `env` prints and what `exec` hands its command.
+pub fn environment_for(
+    config: &Path,
+    listen: &str,
+    state_dir: Option<&Path>,
+) -> Result<Vec<(String, String)>, String> {
+    let config = config::load(config).map_err(|e| e.to_string())?;
+    let dir = state::resolve_dir(state_dir).map_err(|e| e.to_string())?;
+    // Absolute, so that the bundle is found from any working directory.
+    let dir = std::path::absolute(&dir)
+        .map_err(|e| format!("cannot make the state dir {} absolute: {e}", dir.display()))?;
     let ca = CertificateAuthority::load_or_create(&dir).map_err(|e| e.to_string())?;
     let bundle = bundle::write_bundle(&dir, &ca).map_err(|e| e.to_string())?;
     let key = PlaceholderKey::load_or_create(&dir).map_err(|e| e.to_string())?;
-    let proxy = format!("http://{}", args.listen);
+    let proxy = format!("http://{listen}");
     let mut vars: Vec<(String, String)> = Vec::new();
     for name in ["HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"] {
         vars.push((name.to_owned(), proxy.clone()));

@@ -7,6 +7,7 @@
 mod ca;
 mod check;
 mod env;
+mod exec;
 mod explain;
 mod run;
 
@@ -38,6 +39,10 @@ pub enum Command {
     Explain(ExplainArgs),
     /// Print the CA certificate (PEM), creating the CA if there is none.
     Ca(CaArgs),
+    /// Run a command with the proxy beside it: start keyhole on a free
+    /// loopback port, run COMMAND with the environment of `keyhole env`,
+    /// exit with its status.
+    Exec(ExecArgs),
 }
 
 /// `--config FILE`.
@@ -54,9 +59,10 @@ pub struct RunArgs {
     /// The JSON config file.
     #[arg(long, value_name = "FILE")]
     pub config: PathBuf,
-    /// Address the proxy listens on.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
-    pub listen: String,
+    /// Address the proxy listens on [default: 127.0.0.1:8080 for `run`, a
+    /// free loopback port for `exec`].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
     /// Folder for the CA and other state that must survive a restart.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
@@ -110,6 +116,17 @@ pub struct RunArgs {
     /// Log line format (the level comes from RUST_LOG, default info).
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: crate::logging::LogFormat,
+}
+
+/// Arguments of `keyhole exec`: every flag of `run`, then the command.
+#[derive(Debug, clap::Args)]
+pub struct ExecArgs {
+    /// The proxy's flags, as for `keyhole run`.
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// The command and its arguments, after `--`.
+    #[arg(value_name = "COMMAND", required = true, last = true)]
+    pub command: Vec<std::ffi::OsString>,
 }
 
 /// Arguments of `keyhole env`.
@@ -178,5 +195,43 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Run(args) => run::run(&args),
         Command::Env(args) => env::run(&args),
         Command::Ca(args) => ca::run(&args),
+        Command::Exec(args) => exec::run(&args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn exec_takes_the_flags_of_run_and_a_command_after_the_separator() {
+        let cli = Cli::try_parse_from([
+            "keyhole",
+            "exec",
+            "--config",
+            "c.json",
+            "--deny-private",
+            "--",
+            "curl",
+            "-s",
+            "--",
+            "x",
+        ])
+        .unwrap();
+        let Command::Exec(args) = cli.command else {
+            panic!("not exec");
+        };
+        assert!(args.run.deny_private);
+        assert_eq!(args.run.listen, None);
+        assert_eq!(args.command, ["curl", "-s", "--", "x"]);
+        // The command must come after `--`: a word before it is refused.
+        assert!(Cli::try_parse_from(["keyhole", "exec", "--config", "c.json", "curl"]).is_err());
+        assert!(Cli::try_parse_from(["keyhole", "exec", "--config", "c.json"]).is_err());
     }
 }

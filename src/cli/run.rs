@@ -1,6 +1,7 @@
 //! `keyhole run`: load everything, bind (the proxy, and the admin API with
 //! `--admin`), serve until SIGTERM or SIGINT.
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -24,96 +25,131 @@ use crate::store::Store;
 use crate::substitute::Substitutions;
 use crate::tls::{upstream, CertificateAuthority, LeafCache};
 
+/// Where `keyhole run` listens unless told otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
 /// Runs the proxy; exit 0 after a clean shutdown, 1 when it cannot start.
 pub fn run(args: &RunArgs) -> ExitCode {
-    logging::init(args.log_format);
-    // Fail closed: the admin API never runs without a token.
-    let token = match (&args.admin, &args.admin_token_file) {
-        (None, None) => None,
-        (None, Some(_)) => {
-            tracing::warn!("--admin-token-file is ignored without --admin ADDR");
-            None
-        }
-        (Some(_), None) => {
-            eprintln!("keyhole run: {}", TokenError::Missing);
-            return ExitCode::FAILURE;
-        }
-        (Some(_), Some(file)) => match Token::load(file) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                eprintln!("keyhole run: {e}");
+    logging::init(args.log_format, "info");
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    runtime.block_on(async {
+        let listen = args.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+        let bound = match Bound::bind(args, listen).await {
+            Ok(b) => b,
+            Err(message) => {
+                eprintln!("keyhole run: {message}");
                 return ExitCode::FAILURE;
             }
-        },
-    };
-    let (mut proxy, store, key) = match build(args) {
-        Ok(p) => p,
-        Err(message) => {
-            eprintln!("keyhole run: {message}");
-            return ExitCode::FAILURE;
+        };
+        // Fixed lines on stdout, for scripts and tests that pass port 0.
+        println!("keyhole listening on {}", bound.addr);
+        if let Some(admin) = bound.admin_addr {
+            println!("keyhole admin listening on {admin}");
         }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        bound.serve(shutdown_signal()).await;
+        ExitCode::SUCCESS
+    })
+}
+
+/// The multi-threaded runtime both `run` and `exec` serve on.
+pub(super) fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
-        Ok(r) => r,
+        Ok(r) => Some(r),
         Err(e) => {
-            eprintln!("keyhole run: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+            eprintln!("keyhole: cannot start the async runtime: {e}");
+            None
         }
-    };
-    runtime.block_on(async {
+    }
+}
+
+/// A proxy (and admin API) whose listeners are bound, not yet serving.
+///
+/// Binding comes first so that a caller learns the real address (port 0
+/// picks a free one) before anything is handed to a client.
+pub(super) struct Bound {
+    /// The proxy's address.
+    pub addr: SocketAddr,
+    /// The admin API's address, with `--admin`.
+    pub admin_addr: Option<SocketAddr>,
+    proxy: Proxy,
+    store: Store,
+    key: Arc<PlaceholderKey>,
+    listener: TcpListener,
+    admin: Option<(TcpListener, Token)>,
+}
+
+// === impl Bound ===
+
+impl Bound {
+    /// Loads the config, CA and token, and binds the listeners.
+    pub async fn bind(args: &RunArgs, listen: &str) -> Result<Bound, String> {
+        // Fail closed: the admin API never runs without a token.
+        let token = match (&args.admin, &args.admin_token_file) {
+            (None, None) => None,
+            (None, Some(_)) => {
+                tracing::warn!("--admin-token-file is ignored without --admin ADDR");
+                None
+            }
+            (Some(_), None) => return Err(TokenError::Missing.to_string()),
+            (Some(_), Some(file)) => Some(Token::load(file).map_err(|e| e.to_string())?),
+        };
+        let (mut proxy, store, key) = build(args)?;
         if let Some(path) = &args.audit_log {
-            match AuditLog::open(path).await {
-                Ok(log) => proxy.audit = Some(log),
-                Err(e) => {
-                    eprintln!("keyhole run: {e}");
-                    return ExitCode::FAILURE;
-                }
-            }
+            proxy.audit = Some(AuditLog::open(path).await.map_err(|e| e.to_string())?);
         }
-        let listener = match TcpListener::bind(&args.listen).await {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!(
-                    "keyhole run: cannot listen on {}: {e}; pick another --listen address",
-                    args.listen
-                );
-                return ExitCode::FAILURE;
-            }
-        };
-        let admin_listener = match (&args.admin, &token) {
-            (Some(admin), Some(_)) => match TcpListener::bind(admin).await {
-                Ok(l) => Some(l),
-                Err(e) => {
-                    eprintln!(
-                        "keyhole run: cannot listen on {admin} for the admin API: {e}; pick another --admin address (never the proxy's)"
-                    );
-                    return ExitCode::FAILURE;
-                }
-            },
-            _ => None,
-        };
-        if let Ok(a) = listener.local_addr() {
-            proxy.set_listener(a);
-        }
+        let listener = TcpListener::bind(listen).await.map_err(|e| {
+            format!("cannot listen on {listen}: {e}; pick another --listen address")
+        })?;
         let addr = listener
             .local_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_else(|_| args.listen.clone());
-        // One fixed line on stdout, for scripts and tests that pass port 0.
-        println!("keyhole listening on {addr}");
-        tracing::info!(%addr, "listening");
-        if let Some(l) = &admin_listener {
-            // The sandbox must not reach the admin API through the proxy.
-            if let Ok(a) = l.local_addr() {
+            .map_err(|e| format!("cannot read the address bound for {listen}: {e}"))?;
+        proxy.set_listener(addr);
+        let (admin, admin_addr) = match (&args.admin, token) {
+            (Some(at), Some(token)) => {
+                let l = TcpListener::bind(at).await.map_err(|e| {
+                    format!(
+                        "cannot listen on {at} for the admin API: {e}; pick another --admin address (never the proxy's)"
+                    )
+                })?;
+                let a = l
+                    .local_addr()
+                    .map_err(|e| format!("cannot read the address bound for {at}: {e}"))?;
+                // The sandbox must not reach the admin API through the proxy.
                 proxy.set_listener(a);
+                (Some((l, token)), Some(a))
             }
-            let admin_addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
-            // A second fixed line, only with --admin.
-            println!("keyhole admin listening on {admin_addr}");
-            tracing::info!(addr = %admin_addr, "admin API listening");
+            _ => (None, None),
+        };
+        Ok(Bound {
+            addr,
+            admin_addr,
+            proxy,
+            store,
+            key,
+            listener,
+            admin,
+        })
+    }
+
+    /// Serves until `shutdown` completes, then drains (see [`Proxy::serve`]).
+    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) {
+        let Bound {
+            addr,
+            admin_addr,
+            proxy,
+            store,
+            key,
+            listener,
+            admin,
+        } = self;
+        tracing::info!(%addr, "listening");
+        if let Some(a) = admin_addr {
+            tracing::info!(addr = %a, "admin API listening");
         }
         let proxy = Arc::new(proxy);
         let installer = proxy.clone();
@@ -124,16 +160,13 @@ pub fn run(args: &RunArgs) -> ExitCode {
         let store = Arc::new(store);
         let watcher = tokio::spawn(reload::watch(store.clone(), proxy.clone()));
         let (stop, stopped) = watch::channel(false);
-        let admin = match (admin_listener, token) {
-            (Some(l), Some(token)) => {
-                let admin = Arc::new(Admin::new(store.clone(), proxy.clone(), token));
-                Some(tokio::spawn(admin.serve(l, stopped)))
-            }
-            _ => None,
-        };
+        let admin = admin.map(|(l, token)| {
+            let admin = Arc::new(Admin::new(store.clone(), proxy.clone(), token));
+            tokio::spawn(admin.serve(l, stopped))
+        });
         proxy
             .serve(listener, async move {
-                shutdown_signal().await;
+                shutdown.await;
                 stop.send_replace(true);
             })
             .await;
@@ -142,8 +175,7 @@ pub fn run(args: &RunArgs) -> ExitCode {
             admin.abort();
         }
         tracing::info!("stopped");
-        ExitCode::SUCCESS
-    })
+    }
 }
 
 fn build(args: &RunArgs) -> Result<(Proxy, Store, Arc<PlaceholderKey>), String> {
@@ -192,7 +224,7 @@ fn snapshot(config: &Config, key: &PlaceholderKey) -> Result<Snapshot, String> {
 }
 
 /// Completes on SIGTERM or SIGINT.
-async fn shutdown_signal() {
+pub(super) async fn shutdown_signal() {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut s) => {
