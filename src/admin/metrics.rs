@@ -105,13 +105,17 @@ pub fn render(proxy: &Proxy) -> String {
         "keyhole_reloads_total{{outcome=\"failed\"}} {}",
         load(&c.reloads_failed)
     );
-    labelled(
+    family(
         &mut out,
         "responses_total",
         "Responses to relayed requests, by status class.",
-        "class",
-        &c.by_status,
     );
+    for (class, n) in crate::proxy::STATUS_CLASSES.iter().zip(&c.by_status) {
+        let n = load(n);
+        if n > 0 {
+            let _ = writeln!(out, "keyhole_responses_total{{class=\"{class}\"}} {n}");
+        }
+    }
     labelled(
         &mut out,
         "errors_total",

@@ -90,24 +90,25 @@ pub struct Counters {
     pub reloads_failed: AtomicU64,
     /// Substitutions (headers and bodies) by credential id.
     pub by_credential: Arc<Mutex<BTreeMap<String, u64>>>,
-    /// Relayed requests by response status class (`2xx`, ...).
-    pub by_status: Mutex<BTreeMap<String, u64>>,
+    /// Relayed requests by response status class, indexed as
+    /// [`STATUS_CLASSES`]: atomics, since every request counts here.
+    pub by_status: [AtomicU64; 5],
     /// Responses keyhole made itself, by RFC 9209 error type.
     pub by_error: Mutex<BTreeMap<String, u64>>,
 }
+
+/// The labels of [`Counters::by_status`], in order.
+pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 impl Counters {
     /// Counts a finished request: its status class, and keyhole's own
     /// error type when keyhole answered itself.
     pub fn outcome<B>(&self, res: &Response<B>) {
-        let class = match res.status().as_u16() / 100 {
-            1 => "1xx",
-            2 => "2xx",
-            3 => "3xx",
-            4 => "4xx",
-            _ => "5xx",
-        };
-        bump(&self.by_status, class, 1);
+        // 1xx..5xx; anything above 599 (hyper allows up to 999) counts as 5xx.
+        let class = usize::from((res.status().as_u16() / 100).clamp(1, 5)) - 1;
+        if let Some(n) = self.by_status.get(class) {
+            n.fetch_add(1, Ordering::Relaxed);
+        }
         let error = res
             .headers()
             .get("proxy-status")

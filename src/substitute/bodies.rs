@@ -16,7 +16,7 @@ use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 
-use super::scrub::{scrub_patterns, scrub_value, ScrubPattern};
+use super::scrub::{scrub_patterns, scrub_value_with, ScrubPattern};
 use super::stream::{Decide, Patterns, Stream};
 use super::{Entry, SubstituteError};
 
@@ -149,7 +149,7 @@ impl Bodies {
     pub fn scrub_headers(&self, headers: &mut HeaderMap) -> usize {
         let mut changed = 0;
         for value in headers.values_mut() {
-            if let Some(clean) = scrub_value(&self.scrub, value.as_bytes()) {
+            if let Some(clean) = scrub_value_with(&self.secrets, &self.scrub, value.as_bytes()) {
                 if let Ok(v) = http::HeaderValue::from_bytes(&clean) {
                     *value = v;
                 } else {

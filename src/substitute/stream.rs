@@ -128,6 +128,12 @@ impl Patterns {
         self.automaton.patterns_len()
     }
 
+    /// The leftmost-longest matches in one complete buffer, as a stream
+    /// would find them if the buffer were its whole input.
+    pub fn find_iter<'a>(&'a self, haystack: &'a [u8]) -> impl Iterator<Item = Match> + 'a {
+        self.automaton.find_iter(haystack)
+    }
+
     /// Whether there is no pattern (streams then change nothing).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
