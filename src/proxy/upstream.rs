@@ -298,11 +298,11 @@ impl ConnectError {
             } => (S::LOOP_DETECTED, "proxy_loop_detected", None),
             ConnectError::Prohibited { .. } => (S::FORBIDDEN, "destination_ip_prohibited", None),
         };
-        let advice = match error {
-            "tls_certificate_error" => {
-                "; nothing was sent. If this server uses a private CA, pass it with --upstream-ca"
+        let advice = match (error, self) {
+            ("tls_certificate_error", ConnectError::Certificate { reason, .. }) => {
+                certificate_advice(reason)
             }
-            "dns_error" | "dns_timeout" => {
+            ("dns_error" | "dns_timeout", _) => {
                 "; check the name, or pin it with --resolve HOST:PORT:ADDR"
             }
             _ => "",
@@ -312,6 +312,19 @@ impl ConnectError {
             Some(d) => refusal.details(d),
             None => refusal,
         }
+    }
+}
+
+/// What to do about a certificate rustls refused, from its reason.
+fn certificate_advice(reason: &str) -> &'static str {
+    if reason.contains("CaUsedAsEndEntity") {
+        "; nothing was sent. The server presents a CA certificate (basicConstraints CA:TRUE) as its own; give it a leaf certificate with CA:FALSE, signed by the CA you pass with --upstream-ca"
+    } else if reason.contains("NotValidForName") {
+        "; nothing was sent. The certificate does not name this host; check the host, or the server's certificate"
+    } else if reason.contains("Expired") || reason.contains("NotValidYet") {
+        "; nothing was sent. Check the server certificate's dates and this machine's clock"
+    } else {
+        "; nothing was sent. If this server uses a private CA, pass it with --upstream-ca"
     }
 }
 
@@ -396,4 +409,26 @@ pub fn find_connect_error<'a>(
         cur = err.source();
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn certificate_advice_names_the_fix() {
+        let ca_leaf = format!(
+            "{:?}",
+            rustls::CertificateError::Other(rustls::OtherError(Arc::new(std::io::Error::other(
+                "CaUsedAsEndEntity"
+            ))))
+        );
+        assert!(certificate_advice(&ca_leaf).contains("CA:FALSE"));
+        let unknown = format!("{:?}", rustls::CertificateError::UnknownIssuer);
+        assert!(certificate_advice(&unknown).contains("--upstream-ca"));
+        let expired = format!("{:?}", rustls::CertificateError::Expired);
+        assert!(certificate_advice(&expired).contains("clock"));
+        let name = format!("{:?}", rustls::CertificateError::NotValidForName);
+        assert!(certificate_advice(&name).contains("does not name"));
+    }
 }
