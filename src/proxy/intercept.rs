@@ -22,6 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::LazyConfigAcceptor;
 
 use super::body::{BodyError, ProxyBody};
+use super::head_guard::{HeadChecks, HeadGuard};
 use super::headers::{strip_hop_by_hop, strip_host};
 use super::idle::Idle;
 use super::respond::Refusal;
@@ -126,6 +127,22 @@ pub async fn serve(proxy: Arc<Proxy>, mut io: TokioIo<Upgraded>, target: Authori
             .serve_connection(io, service);
         serve_gracefully!(conn, proxy.stop_signal())
     } else {
+        let checks = Arc::new(HeadChecks::default());
+        let io = TokioIo::new(HeadGuard::new(
+            io.into_inner(),
+            checks.clone(),
+            limits.max_header_bytes,
+        ));
+        let service = service_fn(move |req| {
+            let refused = checks.refusal_for_next_request();
+            let service = service.clone();
+            async move {
+                match refused {
+                    Some(r) => Ok::<_, Infallible>(r.into_response()),
+                    None => hyper::service::Service::call(&service, req).await,
+                }
+            }
+        });
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout)

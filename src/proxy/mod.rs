@@ -13,6 +13,7 @@ pub mod body;
 pub mod connect;
 pub mod destination;
 pub mod forward;
+pub mod head_guard;
 pub mod headers;
 pub mod idle;
 pub mod intercept;
@@ -42,6 +43,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 
 use self::body::ProxyBody;
+use self::head_guard::{HeadChecks, HeadGuard};
 use self::limits::Limits;
 use self::resolve::Resolver;
 use self::respond::Refusal;
@@ -300,16 +302,24 @@ impl Proxy {
                     let proxy_limits = self.limits.clone();
                     let stop = self.stop_signal();
                     self.tasks.spawn(async move {
+                        let checks = Arc::new(HeadChecks::default());
+                        let io = HeadGuard::new(tcp, checks.clone(), proxy_limits.max_header_bytes);
                         let service = service_fn(move |req| {
                             let proxy = proxy.clone();
                             let slot = slot.clone();
-                            async move { Ok::<_, Infallible>(proxy.dispatch(req, peer, slot).await) }
+                            let refused = checks.refusal_for_next_request();
+                            async move {
+                                Ok::<_, Infallible>(match refused {
+                                    Some(r) => r.into_response(),
+                                    None => proxy.dispatch(req, peer, slot).await,
+                                })
+                            }
                         });
                         let conn = hyper::server::conn::http1::Builder::new()
                             .timer(TokioTimer::new())
                             .header_read_timeout(proxy_limits.header_read_timeout)
                             .max_buf_size(proxy_limits.max_header_bytes.max(8192))
-                            .serve_connection(TokioIo::new(tcp), service)
+                            .serve_connection(TokioIo::new(io), service)
                             .with_upgrades();
                         if let Err(e) = serve_gracefully!(conn, stop) {
                             tracing::debug!(%peer, error = %e, "client connection ended with an error");

@@ -1,0 +1,544 @@
+//! Checks every HTTP/1.1 request head a client sends before hyper parses it.
+//!
+//! hyper answers a head it cannot parse with its own bare `400`/`431`/`414`
+//! (no `Proxy-Status`, no explanation), and it accepts a request with both
+//! `Content-Length` and `Transfer-Encoding` (dropping the length, RFC 9112
+//! 6.3) where keyhole refuses it: the pair is the classic smuggling shape,
+//! and an egress proxy has no client that needs it.
+//!
+//! [`HeadGuard`] sits between the socket and hyper. It holds each head back
+//! until it is complete, parses it with the same parser hyper uses
+//! (`httparse`, same limits), and then either hands it on unchanged, or, if
+//! hyper would refuse it or keyhole refuses it, hands hyper a fixed
+//! stand-in request instead and records why in [`HeadChecks`]. The service
+//! takes that record for the request with the same sequence number and
+//! answers keyhole's own refusal; the stand-in asks to close the connection,
+//! and nothing after it is read.
+//!
+//! To find the next head, the guard follows each body's framing (a
+//! `Content-Length` count, or chunk sizes). Where it could disagree with
+//! hyper it stops checking instead of guessing: after a CONNECT or an
+//! `Upgrade`, and at a chunk it cannot read, it passes bytes through
+//! untouched and hyper's own rules apply. It never inserts anything into a
+//! body. The cost: one copy of each head (bodies with a length are read
+//! straight into hyper's buffer; chunked bodies pass through the guard's).
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::task::{Context, Poll};
+
+use bytes::{Buf, BytesMut};
+use http::StatusCode;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::respond::Refusal;
+
+/// Headers per request, as hyper's default: more is `431`.
+pub const MAX_HEADERS: usize = 100;
+
+/// Longest request target hyper takes (`u16::MAX - 1`): longer is `414`.
+const MAX_URI_LEN: usize = (u16::MAX - 1) as usize;
+
+/// Bytes read from the socket at a time into the guard's own buffer (heads
+/// and chunked bodies): a bound on what one read may hold back.
+const READ_CHUNK: usize = 8 * 1024;
+
+/// What hyper sees in place of a refused head: valid, asking to close.
+const STAND_IN: &[u8] = b"GET / HTTP/1.1\r\nhost: keyhole.invalid\r\nconnection: close\r\n\r\n";
+
+/// The refusal for a request, by its sequence number on the connection,
+/// shared by a [`HeadGuard`] and the connection's service.
+#[derive(Debug, Default)]
+pub struct HeadChecks {
+    refused: Mutex<Option<(u64, Refusal)>>,
+    dispatched: AtomicU64,
+}
+
+/// An IO that checks request heads on their way to hyper.
+pub struct HeadGuard<T> {
+    inner: T,
+    checks: std::sync::Arc<HeadChecks>,
+    max_head: usize,
+    /// Bytes read from `inner`, not yet handed on.
+    pending: BytesMut,
+    phase: Phase,
+    /// Heads handed on so far (stand-ins included).
+    heads: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Collecting the next head in `pending`.
+    Head,
+    /// Handing on a checked head of this many bytes, then `next`.
+    Deliver(usize, Body),
+    /// A body of this many bytes remains.
+    Length(u64),
+    /// Inside a chunked body.
+    Chunked(Chunk),
+    /// No more checking: bytes pass through.
+    Through,
+    /// The stand-in was handed on; nothing more is read.
+    Closed,
+}
+
+/// How the body after a head is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Body {
+    Length(u64),
+    Chunked,
+    /// CONNECT or Upgrade: what follows may not be HTTP.
+    Through,
+    /// The head was the stand-in.
+    Closed,
+}
+
+/// Where a chunked body's scan is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    /// Reading hex digits of a size (`digits` so far, `size` their value).
+    Size {
+        size: u64,
+        digits: u8,
+    },
+    /// After the size: extensions or whitespace up to CR.
+    Ext {
+        size: u64,
+    },
+    /// Expecting the LF of a size line.
+    SizeLf {
+        size: u64,
+    },
+    /// This many data bytes remain.
+    Data(u64),
+    /// Expecting CR, then LF, after data.
+    DataCr,
+    DataLf,
+    /// In the trailer section: at a line's start, inside a line, or at the
+    /// LF of a line (`empty` when the line was empty: the body's end).
+    TrailerStart,
+    TrailerLine,
+    TrailerLf {
+        empty: bool,
+    },
+    /// The body ended.
+    Done,
+}
+
+// === impl HeadChecks ===
+
+impl HeadChecks {
+    /// Called by the service once per request, in order: the refusal to
+    /// answer instead of handling it, if its head was refused.
+    pub fn refusal_for_next_request(&self) -> Option<Refusal> {
+        let n = self.dispatched.fetch_add(1, Ordering::Relaxed);
+        let mut slot = self.refused.lock().unwrap_or_else(PoisonError::into_inner);
+        match slot.as_ref() {
+            Some((index, _)) if *index == n => slot.take().map(|(_, r)| r),
+            _ => None,
+        }
+    }
+
+    fn refuse(&self, index: u64, refusal: Refusal) {
+        *self.refused.lock().unwrap_or_else(PoisonError::into_inner) = Some((index, refusal));
+    }
+}
+
+// === impl HeadGuard ===
+
+impl<T> HeadGuard<T> {
+    /// Guards `inner`; heads longer than `max_head` bytes are `431`.
+    pub fn new(inner: T, checks: std::sync::Arc<HeadChecks>, max_head: usize) -> Self {
+        HeadGuard {
+            inner,
+            checks,
+            max_head,
+            pending: BytesMut::new(),
+            phase: Phase::Head,
+            heads: 0,
+        }
+    }
+
+    /// Parses `pending` as a head: the phase to go on with, or None when
+    /// more bytes are needed.
+    fn check_head(&mut self) -> Option<Phase> {
+        let verdict = match parse(&self.pending, self.max_head) {
+            Parsed::Partial if self.pending.len() < self.max_head => return None,
+            Parsed::Partial => Err(Refusal::new(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "http_request_error",
+                format!(
+                    "the request line and headers exceed {} bytes; send fewer or shorter headers",
+                    self.max_head
+                ),
+            )),
+            Parsed::Head(len, body) => Ok((len, body)),
+            Parsed::Refused(refusal) => Err(refusal),
+        };
+        let index = self.heads;
+        self.heads += 1;
+        Some(match verdict {
+            Ok((len, body)) => Phase::Deliver(len, body),
+            Err(refusal) => {
+                tracing::info!(
+                    status = refusal.status.as_u16(),
+                    "request head refused before parsing"
+                );
+                self.checks.refuse(index, refusal);
+                self.pending.clear();
+                self.pending.extend_from_slice(STAND_IN);
+                Phase::Deliver(STAND_IN.len(), Body::Closed)
+            }
+        })
+    }
+}
+
+impl<T: AsyncRead + Unpin> HeadGuard<T> {
+    /// Reads more of `inner` into `pending`; Ok(false) at end of stream.
+    fn fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
+        let mut chunk = [0u8; READ_CHUNK];
+        let mut rb = ReadBuf::new(&mut chunk);
+        match Pin::new(&mut self.inner).poll_read(cx, &mut rb) {
+            Poll::Ready(Ok(())) if rb.filled().is_empty() => Poll::Ready(Ok(false)),
+            Poll::Ready(Ok(())) => {
+                self.pending.extend_from_slice(rb.filled());
+                Poll::Ready(Ok(true))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for HeadGuard<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            match this.phase {
+                Phase::Head => {
+                    if let Some(next) = this.check_head() {
+                        this.phase = next;
+                        continue;
+                    }
+                    match this.fill(cx) {
+                        Poll::Ready(Ok(true)) => continue,
+                        // End of stream inside a head: hand on what there
+                        // is; hyper reports the incomplete message.
+                        Poll::Ready(Ok(false)) => this.phase = Phase::Through,
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
+                Phase::Deliver(left, body) => {
+                    if buf.remaining() == 0 {
+                        return Poll::Ready(Ok(()));
+                    }
+                    if left == 0 {
+                        this.phase = match body {
+                            Body::Length(0) => Phase::Head,
+                            Body::Length(n) => Phase::Length(n),
+                            Body::Chunked => Phase::Chunked(Chunk::Size { size: 0, digits: 0 }),
+                            Body::Through => Phase::Through,
+                            Body::Closed => Phase::Closed,
+                        };
+                        continue;
+                    }
+                    let n = left.min(buf.remaining()).min(this.pending.len());
+                    buf.put_slice(this.pending.get(..n).unwrap_or_default());
+                    this.pending.advance(n);
+                    this.phase = Phase::Deliver(left - n, body);
+                    return Poll::Ready(Ok(()));
+                }
+                Phase::Length(left) => {
+                    if buf.remaining() == 0 {
+                        return Poll::Ready(Ok(()));
+                    }
+                    let room = usize::try_from(left)
+                        .unwrap_or(usize::MAX)
+                        .min(buf.remaining());
+                    let n = if !this.pending.is_empty() {
+                        let n = room.min(this.pending.len());
+                        buf.put_slice(this.pending.get(..n).unwrap_or_default());
+                        this.pending.advance(n);
+                        n
+                    } else if room == buf.remaining() {
+                        // The whole buffer is body: read straight into it.
+                        let before = buf.filled().len();
+                        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+                            Poll::Ready(Ok(())) => {}
+                            other => return other,
+                        }
+                        buf.filled().len() - before
+                    } else {
+                        // The body ends inside the buffer: never read past it.
+                        let mut chunk = [0u8; READ_CHUNK];
+                        let cap = room.min(READ_CHUNK);
+                        let mut rb = ReadBuf::new(chunk.get_mut(..cap).unwrap_or_default());
+                        match Pin::new(&mut this.inner).poll_read(cx, &mut rb) {
+                            Poll::Ready(Ok(())) => {}
+                            other => return other,
+                        }
+                        buf.put_slice(rb.filled());
+                        rb.filled().len()
+                    };
+                    if n == 0 {
+                        // End of stream inside the body: hyper reports it.
+                        return Poll::Ready(Ok(()));
+                    }
+                    let left = left - n as u64;
+                    this.phase = if left == 0 {
+                        Phase::Head
+                    } else {
+                        Phase::Length(left)
+                    };
+                    return Poll::Ready(Ok(()));
+                }
+                Phase::Chunked(state) => {
+                    if this.pending.is_empty() {
+                        match this.fill(cx) {
+                            Poll::Ready(Ok(true)) => {}
+                            Poll::Ready(Ok(false)) => return Poll::Ready(Ok(())),
+                            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                            Poll::Pending => return Poll::Pending,
+                        }
+                    }
+                    let room = buf.remaining().min(this.pending.len());
+                    let (used, next) =
+                        scan_chunked(state, this.pending.get(..room).unwrap_or_default());
+                    buf.put_slice(this.pending.get(..used).unwrap_or_default());
+                    this.pending.advance(used);
+                    this.phase = match next {
+                        Some(Chunk::Done) => Phase::Head,
+                        Some(state) => Phase::Chunked(state),
+                        None => Phase::Through,
+                    };
+                    if used == 0 && room > 0 {
+                        // Nothing of the body here: the next phase reads.
+                        continue;
+                    }
+                    return Poll::Ready(Ok(()));
+                }
+                Phase::Through => {
+                    if !this.pending.is_empty() {
+                        let n = buf.remaining().min(this.pending.len());
+                        buf.put_slice(this.pending.get(..n).unwrap_or_default());
+                        this.pending.advance(n);
+                        return Poll::Ready(Ok(()));
+                    }
+                    return Pin::new(&mut this.inner).poll_read(cx, buf);
+                }
+                // The stand-in asked hyper to close after answering.
+                Phase::Closed => return Poll::Pending,
+            }
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for HeadGuard<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+// === the head ===
+
+/// What a buffer holds at a head's start.
+enum Parsed {
+    /// Not a whole head yet.
+    Partial,
+    /// A head of this many bytes, and its body's framing.
+    Head(usize, Body),
+    /// A head hyper or keyhole refuses.
+    Refused(Refusal),
+}
+
+fn bad(message: impl Into<String>) -> Parsed {
+    Parsed::Refused(Refusal::new(
+        StatusCode::BAD_REQUEST,
+        "http_request_error",
+        message,
+    ))
+}
+
+/// Parses a head as hyper does, plus keyhole's own framing rules.
+fn parse(bytes: &[u8], max_head: usize) -> Parsed {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(bytes) {
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Ok(httparse::Status::Complete(len)) => len,
+        Err(httparse::Error::TooManyHeaders) => {
+            return Parsed::Refused(Refusal::new(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "http_request_error",
+                format!("the request has more than {MAX_HEADERS} header fields; send fewer"),
+            ))
+        }
+        Err(e) => {
+            return bad(format!(
+                "the request head is malformed ({e}); keyhole accepts only well-formed HTTP/1.1 (no obsolete line folding, no control bytes in header values)"
+            ))
+        }
+    };
+    if len > max_head {
+        return Parsed::Refused(Refusal::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "http_request_error",
+            format!("the request line and headers exceed {max_head} bytes; send fewer or shorter headers"),
+        ));
+    }
+    let target = req.path.unwrap_or_default();
+    if target.len() > MAX_URI_LEN {
+        return Parsed::Refused(Refusal::new(
+            StatusCode::URI_TOO_LONG,
+            "http_request_error",
+            format!("the request target is longer than {MAX_URI_LEN} bytes"),
+        ));
+    }
+    if http::Uri::try_from(target).is_err() {
+        return bad("the request target is not a valid URI");
+    }
+    let http11 = req.version == Some(1);
+    let mut length: Option<u64> = None;
+    let mut chunked = None;
+    let mut upgrade = false;
+    for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let Some(n) = content_length(h.value) else {
+                return bad("Content-Length is not a number; send one decimal length");
+            };
+            if length.is_some_and(|m| m != n) {
+                return bad("the request has two different Content-Length values; send one");
+            }
+            length = Some(n);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            if !http11 {
+                return bad(
+                    "Transfer-Encoding is not allowed in HTTP/1.0; use HTTP/1.1 or Content-Length",
+                );
+            }
+            chunked = Some(last_coding_is_chunked(h.value));
+        } else if h.name.eq_ignore_ascii_case("upgrade") {
+            upgrade = http11;
+        }
+    }
+    let body = match (chunked, length) {
+        (Some(_), Some(_)) => {
+            return bad("the request has both Content-Length and Transfer-Encoding, the shape of request smuggling (RFC 9112 6.3); send one of them")
+        }
+        (Some(false), None) => {
+            return bad("Transfer-Encoding must end with chunked (RFC 9112 6.3)");
+        }
+        _ if req.method == Some("CONNECT") || upgrade => Body::Through,
+        (Some(true), None) => Body::Chunked,
+        (None, Some(n)) => Body::Length(n),
+        (None, None) => Body::Length(0),
+    };
+    Parsed::Head(len, body)
+}
+
+/// A Content-Length value as hyper reads it: decimal digits only.
+fn content_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || value.len() > 19 {
+        return None;
+    }
+    value.iter().try_fold(0u64, |n, &b| {
+        b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
+    })
+}
+
+/// Whether the last coding in a Transfer-Encoding value is `chunked`.
+fn last_coding_is_chunked(value: &[u8]) -> bool {
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|v| v.rsplit(',').next())
+        .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"))
+}
+
+// === chunked bodies ===
+
+/// Scans `bytes` of a chunked body from `state`: how many bytes belong to
+/// the body, and the state after them (`Done` at its end, None when the
+/// bytes are not chunked framing keyhole reads: checking stops there).
+fn scan_chunked(mut state: Chunk, bytes: &[u8]) -> (usize, Option<Chunk>) {
+    let mut i = 0;
+    while i < bytes.len() {
+        if let Chunk::Data(left) = state {
+            let take = usize::try_from(left)
+                .unwrap_or(usize::MAX)
+                .min(bytes.len() - i);
+            i += take;
+            let left = left - take as u64;
+            state = if left == 0 {
+                Chunk::DataCr
+            } else {
+                Chunk::Data(left)
+            };
+            continue;
+        }
+        let b = bytes[i];
+        i += 1;
+        state = match (state, b) {
+            (Chunk::Size { size, digits }, _) if b.is_ascii_hexdigit() => {
+                if digits >= 15 {
+                    return (i - 1, None);
+                }
+                let d = u64::from((b as char).to_digit(16).unwrap_or(0));
+                Chunk::Size {
+                    size: size * 16 + d,
+                    digits: digits + 1,
+                }
+            }
+            (Chunk::Size { size, digits }, b'\r') if digits > 0 => Chunk::SizeLf { size },
+            (Chunk::Size { size, digits }, b';' | b' ' | b'\t') if digits > 0 => {
+                Chunk::Ext { size }
+            }
+            (Chunk::Ext { size }, b'\r') => Chunk::SizeLf { size },
+            (Chunk::Ext { size }, b) if b != b'\n' => Chunk::Ext { size },
+            (Chunk::SizeLf { size: 0 }, b'\n') => Chunk::TrailerStart,
+            (Chunk::SizeLf { size }, b'\n') => Chunk::Data(size),
+            (Chunk::DataCr, b'\r') => Chunk::DataLf,
+            (Chunk::DataLf, b'\n') => Chunk::Size { size: 0, digits: 0 },
+            (Chunk::TrailerStart, b'\r') => Chunk::TrailerLf { empty: true },
+            (Chunk::TrailerLine, b'\r') => Chunk::TrailerLf { empty: false },
+            (Chunk::TrailerStart | Chunk::TrailerLine, b) if b != b'\n' => Chunk::TrailerLine,
+            (Chunk::TrailerLf { empty: true }, b'\n') => return (i, Some(Chunk::Done)),
+            (Chunk::TrailerLf { empty: false }, b'\n') => Chunk::TrailerStart,
+            _ => return (i - 1, None),
+        };
+    }
+    (i, Some(state))
+}
+
+#[cfg(test)]
+mod tests;
