@@ -1257,3 +1257,104 @@ async fn expect_100_continue_keeps_working() {
         assert_eq!(out, "200", "{http}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_name_that_resolves_to_an_allowed_ip_gets_no_secret() {
+    // vcrd_ip allows 127.0.0.1; evil.test resolves to 127.0.0.1. Entries
+    // match names as names: the IP credential never applies to evil.test.
+    let w = world(Alpn::Both, &[], &[]).await;
+    let ph = w.placeholder("IP_TOKEN").to_owned();
+    let (ok, _, err) = w
+        .curl(&[
+            "-H",
+            &format!("X-Key: {ph}"),
+            &w.url("evil.test", "/by-name"),
+        ])
+        .await;
+    assert!(ok, "{err}");
+    let last = w.last();
+    assert_eq!(last.path, "/by-name");
+    assert_eq!(last.header("x-key").as_deref(), Some(ph.as_str()));
+    assert!(!last.all_text().contains(IP_SECRET));
+    // The same address by its own spelling does get it.
+    let (ok, _, err) = w
+        .curl(&["-H", &format!("X-Key: {ph}"), &w.url("127.0.0.1", "/by-ip")])
+        .await;
+    assert!(ok, "{err}");
+    assert_eq!(w.last().header("x-key").as_deref(), Some(IP_SECRET));
+}
+
+/// A TLS 1.3 ClientHello, built by hand because rustls never sends an IP
+/// address as SNI: `sni` goes into the server_name extension as a
+/// host_name, whatever it holds.
+fn client_hello(sni: &str) -> Vec<u8> {
+    fn vec16(body: &[u8]) -> Vec<u8> {
+        let mut v = u16::try_from(body.len()).unwrap().to_be_bytes().to_vec();
+        v.extend_from_slice(body);
+        v
+    }
+    fn ext(kind: u16, body: &[u8]) -> Vec<u8> {
+        let mut v = kind.to_be_bytes().to_vec();
+        v.extend(vec16(body));
+        v
+    }
+    let mut name = vec![0u8]; // host_name
+    name.extend(vec16(sni.as_bytes()));
+    let mut key_share = 0x001du16.to_be_bytes().to_vec(); // x25519
+    key_share.extend(vec16(&[9u8; 32]));
+    let mut exts = Vec::new();
+    exts.extend(ext(0x0000, &vec16(&name)));
+    exts.extend(ext(0x002b, &[2, 0x03, 0x04])); // supported_versions: TLS 1.3
+    exts.extend(ext(0x000a, &vec16(&[0x00, 0x1d]))); // supported_groups
+    exts.extend(ext(0x000d, &vec16(&[0x04, 0x03, 0x08, 0x04]))); // signature_algorithms
+    exts.extend(ext(0x0033, &vec16(&key_share)));
+    let mut body = vec![0x03, 0x03];
+    body.extend_from_slice(&[7u8; 32]); // random
+    body.push(0); // no session id
+    body.extend(vec16(&[0x13, 0x01])); // TLS_AES_128_GCM_SHA256
+    body.extend_from_slice(&[1, 0]); // null compression
+    body.extend(vec16(&exts));
+    let mut handshake = vec![1u8]; // client_hello
+    handshake.extend_from_slice(&u32::try_from(body.len()).unwrap().to_be_bytes()[1..]);
+    handshake.extend(body);
+    let mut record = vec![0x16, 0x03, 0x01];
+    record.extend(vec16(&handshake));
+    record
+}
+
+/// The first bytes keyhole answers a hand-made ClientHello with, through
+/// `CONNECT authority` (empty when it closed the connection).
+async fn answer_to_hello(w: &World, authority: &str, sni: &str) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = client::connect(w.keyhole.addr, authority).await.unwrap();
+    tcp.write_all(&client_hello(sni)).await.unwrap();
+    let mut buf = vec![0u8; 5];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(10), tcp.read(&mut buf))
+        .await
+        .expect("keyhole neither answered nor closed")
+        .unwrap_or(0);
+    buf.truncate(n);
+    buf
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ip_address_as_sni_is_refused_for_a_named_target() {
+    let w = world(Alpn::Both, &[], &[]).await;
+    let port = w.upstream.port();
+    // The same hello with the target's own name gets a ServerHello (a
+    // handshake record), so the hand-made hello is sound.
+    let named = answer_to_hello(&w, &format!("api.example.test:{port}"), "api.example.test").await;
+    assert_eq!(named.first(), Some(&0x16), "{named:?}");
+    // An IP address as SNI for a named target: no handshake.
+    let by_ip = answer_to_hello(&w, &format!("api.example.test:{port}"), "127.0.0.1").await;
+    assert_ne!(by_ip.first(), Some(&0x16), "{by_ip:?}");
+    // For an IP target, an IP "SNI" is no SNI at all (RFC 6066 forbids
+    // addresses there): the handshake goes on, with the IP's certificate.
+    let ip_target = answer_to_hello(&w, &format!("127.0.0.1:{port}"), "127.0.0.1").await;
+    assert_eq!(ip_target.first(), Some(&0x16), "{ip_target:?}");
+    assert!(
+        w.keyhole.log().contains("TLS refused"),
+        "{}",
+        w.keyhole.log()
+    );
+}
