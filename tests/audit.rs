@@ -82,11 +82,21 @@ async fn every_substitution_and_pass_is_a_json_line_without_values() {
         format!("https://other.test:{port}/upload"),
     ])
     .await;
-    // Plaintext: passes.
+    // Plaintext: passes; the reason says whether https:// would have
+    // substituted (vcrd_h: yes; vcrd_b: its header injection is off; the
+    // placeholder of vcrd_b on a host it does not allow: no).
     curl(vec![
         "-H".into(),
         format!("Authorization: Bearer {PH}"),
+        "-H".into(),
+        format!("X-B: {BODY_PH}"),
         format!("http://api.example.test:{}/plain", plain.port()),
+    ])
+    .await;
+    curl(vec![
+        "-H".into(),
+        format!("X-H: {PH}"),
+        format!("http://other.test:{}/plain-other", plain.port()),
     ])
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -125,6 +135,14 @@ async fn every_substitution_and_pass_is_a_json_line_without_values() {
     );
     find("passed", "vcrd_h", "body", "host_not_allowed");
     find("passed", "vcrd_h", "header", "plaintext");
+    assert!(
+        lines.iter().any(|l| l["credential"] == "vcrd_b"
+            && l["path"] == "/plain"
+            && l["reason"] == "location_disabled"),
+        "{text}"
+    );
+    let elsewhere = find("passed", "vcrd_h", "header", "host_not_allowed");
+    assert_eq!(elsewhere["path"], "/plain-other");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
         std::fs::metadata(&audit_path).unwrap().permissions().mode() & 0o777,

@@ -60,9 +60,31 @@ pub async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>) -> Response<Proxy
     };
     Counters::add(&proxy.counters.requests, 1);
     Counters::add(&proxy.counters.passed, report.passed.len());
+    let allowed_here = snapshot.policy.credentials_for(&target.host);
     for &i in &report.passed {
         let id = snapshot.policy.credential(i).map_or("?", |c| c.id.as_str());
-        tracing::warn!(credential = id, host = %target.host, "placeholder passed unsubstituted: plain http:// never carries a secret; use https://");
+        // Say "use https://" only where https:// would have substituted.
+        let header_on = snapshot
+            .policy
+            .credential(i)
+            .and_then(|c| c.environment_variable())
+            .is_some_and(|a| a.injection_location.header);
+        let reason = match (allowed_here.contains(&i), header_on) {
+            (true, true) => "plaintext",
+            (true, false) => "location_disabled",
+            (false, _) => "host_not_allowed",
+        };
+        match reason {
+            "plaintext" => {
+                tracing::warn!(credential = id, host = %target.host, "placeholder passed unsubstituted: plain http:// never carries a secret; use https://")
+            }
+            "location_disabled" => {
+                tracing::warn!(credential = id, host = %target.host, "placeholder passed unsubstituted: its credential does not allow header injection")
+            }
+            _ => {
+                tracing::warn!(credential = id, host = %target.host, "placeholder passed unsubstituted: its credential does not allow this host")
+            }
+        }
         if let Some(log) = &proxy.audit {
             let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
             log.record(super::intercept::record(
@@ -73,7 +95,7 @@ pub async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>) -> Response<Proxy
                 &crate::audit::path_only(path),
                 crate::audit::Location::Header,
                 crate::audit::Event::Passed,
-                "plaintext",
+                reason,
             ));
         }
     }
