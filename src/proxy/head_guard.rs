@@ -41,9 +41,14 @@ pub const MAX_HEADERS: usize = 100;
 /// Longest request target hyper takes (`u16::MAX - 1`): longer is `414`.
 const MAX_URI_LEN: usize = (u16::MAX - 1) as usize;
 
-/// Bytes read from the socket at a time into the guard's own buffer (heads
-/// and chunked bodies): a bound on what one read may hold back.
+/// Room made in the guard's own buffer before each read (heads, chunked
+/// bodies, the bytes after a body): a bound on what one read may hold back.
+/// Heads themselves are bounded by `max_head`.
 const READ_CHUNK: usize = 8 * 1024;
+
+/// Room for the first read of a head: most heads fit, and an idle
+/// keep-alive connection waits with no more than this allocated.
+const FIRST_READ: usize = 1024;
 
 /// What hyper sees in place of a refused head: valid, asking to close.
 const STAND_IN: &[u8] = b"GET / HTTP/1.1\r\nhost: keyhole.invalid\r\nconnection: close\r\n\r\n";
@@ -196,16 +201,13 @@ impl<T> HeadGuard<T> {
 }
 
 impl<T: AsyncRead + Unpin> HeadGuard<T> {
-    /// Reads more of `inner` into `pending`; Ok(false) at end of stream.
-    fn fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
-        let mut chunk = [0u8; READ_CHUNK];
-        let mut rb = ReadBuf::new(&mut chunk);
-        match Pin::new(&mut self.inner).poll_read(cx, &mut rb) {
-            Poll::Ready(Ok(())) if rb.filled().is_empty() => Poll::Ready(Ok(false)),
-            Poll::Ready(Ok(())) => {
-                self.pending.extend_from_slice(rb.filled());
-                Poll::Ready(Ok(true))
-            }
+    /// Reads more of `inner` into `pending`, making `room` first; Ok(false)
+    /// at end of stream. Reads into spare capacity: nothing is zeroed.
+    fn fill(&mut self, cx: &mut Context<'_>, room: usize) -> Poll<io::Result<bool>> {
+        self.pending.reserve(room);
+        match tokio_util::io::poll_read_buf(Pin::new(&mut self.inner), cx, &mut self.pending) {
+            Poll::Ready(Ok(0)) => Poll::Ready(Ok(false)),
+            Poll::Ready(Ok(_)) => Poll::Ready(Ok(true)),
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => Poll::Pending,
         }
@@ -222,11 +224,23 @@ impl<T: AsyncRead + Unpin> AsyncRead for HeadGuard<T> {
         loop {
             match this.phase {
                 Phase::Head => {
+                    if this.pending.is_empty() && this.pending.capacity() > 0 {
+                        // Between requests nothing is held: an idle
+                        // connection keeps no buffer.
+                        this.pending = BytesMut::new();
+                    }
                     if let Some(next) = this.check_head() {
                         this.phase = next;
                         continue;
                     }
-                    match this.fill(cx) {
+                    // A connection waiting for its next request holds only
+                    // a small buffer; a head that needs more grows it.
+                    let room = if this.pending.is_empty() {
+                        FIRST_READ
+                    } else {
+                        READ_CHUNK
+                    };
+                    match this.fill(cx, room) {
                         Poll::Ready(Ok(true)) => continue,
                         // End of stream inside a head: hand on what there
                         // is; hyper reports the incomplete message.
@@ -276,16 +290,15 @@ impl<T: AsyncRead + Unpin> AsyncRead for HeadGuard<T> {
                         }
                         buf.filled().len() - before
                     } else {
-                        // The body ends inside the buffer: never read past it.
-                        let mut chunk = [0u8; READ_CHUNK];
-                        let cap = room.min(READ_CHUNK);
-                        let mut rb = ReadBuf::new(chunk.get_mut(..cap).unwrap_or_default());
-                        match Pin::new(&mut this.inner).poll_read(cx, &mut rb) {
-                            Poll::Ready(Ok(())) => {}
-                            other => return other,
+                        // The body ends inside hyper's buffer: read into
+                        // the guard's, so that what follows the body is
+                        // checked as the next head.
+                        match this.fill(cx, READ_CHUNK) {
+                            Poll::Ready(Ok(true)) => continue,
+                            Poll::Ready(Ok(false)) => 0,
+                            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                            Poll::Pending => return Poll::Pending,
                         }
-                        buf.put_slice(rb.filled());
-                        rb.filled().len()
                     };
                     if n == 0 {
                         // End of stream inside the body: hyper reports it.
@@ -301,7 +314,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for HeadGuard<T> {
                 }
                 Phase::Chunked(state) => {
                     if this.pending.is_empty() {
-                        match this.fill(cx) {
+                        match this.fill(cx, READ_CHUNK) {
                             Poll::Ready(Ok(true)) => {}
                             Poll::Ready(Ok(false)) => return Poll::Ready(Ok(())),
                             Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
@@ -392,9 +405,12 @@ fn bad(message: impl Into<String>) -> Parsed {
 
 /// Parses a head as hyper does, plus keyhole's own framing rules.
 fn parse(bytes: &[u8], max_head: usize) -> Parsed {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let len = match req.parse(bytes) {
+    // Uninitialised: a parse runs at each read of a partial head, and
+    // zeroing 100 headers each time would cost more than the parse.
+    let mut headers =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(bytes, &mut headers) {
         Ok(httparse::Status::Partial) => return Parsed::Partial,
         Ok(httparse::Status::Complete(len)) => len,
         Err(httparse::Error::TooManyHeaders) => {
