@@ -18,18 +18,34 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber, at `RUST_LOG` or else `default_level`.
-/// Calling it twice keeps the first.
-pub fn init(format: LogFormat, default_level: &str) {
+/// Log lines waiting for the writer thread. A burst of requests logs one
+/// line each; 8,192 lines absorb a second of a busy proxy's bursts. When
+/// the queue is full the logging task waits rather than drop a line: the
+/// log is where passed placeholders and refusals are recorded.
+pub const LOG_QUEUE_LINES: usize = 8_192;
+
+/// Keeps the log writer running; dropping it flushes what is queued.
+pub type LogGuard = tracing_appender::non_blocking::WorkerGuard;
+
+/// Installs the global subscriber, at `RUST_LOG` or else `default_level`,
+/// writing to standard error from a background thread. Hold the guard
+/// until the process ends. Calling it twice keeps the first subscriber.
+pub fn init(format: LogFormat, default_level: &str) -> LogGuard {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(LOG_QUEUE_LINES)
+        .thread_name("keyhole-log")
+        .finish(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(true);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+    guard
 }

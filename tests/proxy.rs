@@ -257,11 +257,7 @@ async fn a_placeholder_only_becomes_its_own_secret() {
     for s in [API_SECRET, WILD_SECRET, IP_SECRET] {
         assert!(!rec.all_text().contains(s));
     }
-    assert!(
-        w.keyhole.log().contains("placeholder passed unsubstituted"),
-        "{}",
-        w.keyhole.log()
-    );
+    w.keyhole.wait_log("placeholder passed unsubstituted");
     let mut w = w;
     tokio::task::block_in_place(|| w.keyhole.terminate());
     let log = w.keyhole.log();
@@ -490,7 +486,7 @@ async fn sni_must_name_the_connect_host() {
         .await;
         assert!(err.is_err(), "SNI {sni:?} was accepted");
     }
-    assert!(w.keyhole.log().contains("SNI"), "{}", w.keyhole.log());
+    w.keyhole.wait_log("SNI");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -605,10 +601,7 @@ async fn plaintext_http_is_forwarded_but_never_substituted() {
         rec.header("authorization").as_deref(),
         Some(&*format!("Bearer {API_PLACEHOLDER}"))
     );
-    assert!(w
-        .keyhole
-        .log()
-        .contains("plain http:// never carries a secret"));
+    w.keyhole.wait_log("plain http:// never carries a secret");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -803,7 +796,7 @@ async fn json_logs_have_one_line_per_request() {
         .curl(&["-H", &auth, &w.url("api.example.test", "/json?secret=q")])
         .await;
     assert!(ok, "{err}");
-    let log = w.keyhole.log();
+    let log = w.keyhole.wait_log("\"message\":\"request\"");
     let lines: Vec<serde_json::Value> = log
         .lines()
         .map(|l| serde_json::from_str(l).expect("a JSON line"))
@@ -1352,9 +1345,5 @@ async fn an_ip_address_as_sni_is_refused_for_a_named_target() {
     // addresses there): the handshake goes on, with the IP's certificate.
     let ip_target = answer_to_hello(&w, &format!("127.0.0.1:{port}"), "127.0.0.1").await;
     assert_eq!(ip_target.first(), Some(&0x16), "{ip_target:?}");
-    assert!(
-        w.keyhole.log().contains("TLS refused"),
-        "{}",
-        w.keyhole.log()
-    );
+    w.keyhole.wait_log("TLS refused");
 }

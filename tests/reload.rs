@@ -123,11 +123,7 @@ async fn a_file_change_applies_live() {
     assert_eq!(s.seen().await, "sek_one_1111");
     replace_atomically(&s.config_path(), &config("sek_two_2222"));
     s.wait_for("sek_two_2222").await;
-    assert!(
-        s.keyhole.log().contains("config reloaded"),
-        "{}",
-        s.keyhole.log()
-    );
+    s.keyhole.wait_log("config reloaded");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -148,10 +144,10 @@ async fn sighup_applies_a_change_the_watcher_cannot_see() {
     assert_eq!(s.seen().await, "sek_aaaa_1111", "the watcher saw nothing");
     sighup(&s.keyhole);
     s.wait_for("sek_bbbb_2222").await;
+    let log = s.keyhole.wait_log("config reloaded");
     assert!(
-        s.keyhole.log().contains("cause=\"SIGHUP\"") || s.keyhole.log().contains("cause=SIGHUP"),
-        "{}",
-        s.keyhole.log()
+        log.contains("cause=\"SIGHUP\"") || log.contains("cause=SIGHUP"),
+        "{log}"
     );
 }
 
@@ -162,8 +158,7 @@ async fn an_invalid_file_keeps_the_old_policy() {
     sighup(&s.keyhole);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(s.seen().await, "sek_keep_1111");
-    let log = s.keyhole.log();
-    assert!(log.contains("config reload refused"), "{log}");
+    s.keyhole.wait_log("config reload refused");
     // A file that parses but breaks a rule is refused the same way.
     replace_atomically(&s.config_path(), &config("sek\\nbad"));
     tokio::time::sleep(Duration::from_millis(1500)).await;

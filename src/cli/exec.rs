@@ -49,7 +49,7 @@ const REMOVED_VARS: &[&str] = &["ALL_PROXY", "all_proxy"];
 pub fn run(args: &ExecArgs) -> ExitCode {
     // The command owns the terminal: keyhole says only what goes wrong,
     // unless RUST_LOG asks for more.
-    logging::init(args.run.log_format, "warn");
+    let _log = logging::init(args.run.log_format, "warn");
     let Some(runtime) = runtime() else {
         return ExitCode::from(EXIT_KEYHOLE_FAILED);
     };

@@ -30,7 +30,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
 /// Runs the proxy; exit 0 after a clean shutdown, 1 when it cannot start.
 pub fn run(args: &RunArgs) -> ExitCode {
-    logging::init(args.log_format, "info");
+    let _log = logging::init(args.log_format, "info");
     let Some(runtime) = runtime() else {
         return ExitCode::FAILURE;
     };

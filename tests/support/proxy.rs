@@ -145,6 +145,22 @@ impl Keyhole {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// The log once it holds `needle` (keyhole writes log lines from a
+    /// background thread, a moment after the event); panics after 10 s.
+    pub fn wait_log(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.log();
+            if log.contains(needle) {
+                return log;
+            }
+            if std::time::Instant::now() > deadline {
+                panic!("the log never held {needle:?}:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// `http://addr`, for `--proxy` and `HTTPS_PROXY`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
