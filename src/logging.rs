@@ -24,6 +24,11 @@ pub enum LogFormat {
 /// log is where passed placeholders and refusals are recorded.
 pub const LOG_QUEUE_LINES: usize = 8_192;
 
+/// Bytes the writer thread gathers before a write(2): it drains the queue
+/// into this buffer and flushes when the queue is empty, so a burst of
+/// lines costs one system call instead of one each.
+pub const LOG_WRITE_BUFFER: usize = 64 * 1024;
+
 /// Keeps the log writer running; dropping it flushes what is queued.
 pub type LogGuard = tracing_appender::non_blocking::WorkerGuard;
 
@@ -37,7 +42,10 @@ pub fn init(format: LogFormat, default_level: &str) -> LogGuard {
         .lossy(false)
         .buffered_lines_limit(LOG_QUEUE_LINES)
         .thread_name("keyhole-log")
-        .finish(std::io::stderr());
+        .finish(std::io::BufWriter::with_capacity(
+            LOG_WRITE_BUFFER,
+            std::io::stderr(),
+        ));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
