@@ -75,7 +75,9 @@ fn parse_number(input: &str) -> Option<u64> {
     if !digits.bytes().all(|b| (b as char).is_digit(radix)) {
         return None;
     }
-    u64::from_str_radix(digits, radix).ok()
+    // Every digit is valid: the label is a number even when it overflows
+    // (WHATWG), and a number too large is an invalid address, never a name.
+    Some(u64::from_str_radix(digits, radix).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]
@@ -134,5 +136,9 @@ mod tests {
         assert!(!ends_in_number("example.com"));
         assert!(!ends_in_number("foo.0xg"));
         assert!(!ends_in_number("1.2.3.com"));
+        // Found by fuzzing: a hex label beyond 64 bits is still a number.
+        assert!(ends_in_number("0x10000000000000000"));
+        assert!(ends_in_number("a.0x7444444444444444444444444444444444444f"));
+        assert_eq!(parse("0x10000000000000000"), None);
     }
 }

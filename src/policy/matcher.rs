@@ -223,8 +223,9 @@ impl HostSetBuilder {
             closure.clear();
             closure.extend_from_slice(&always);
             // Wildcards on strict suffixes of a name key apply to both
-            // answers. IPv4 keys (a digit last) have no suffix keys.
-            if !key.last().is_some_and(u8::is_ascii_digit) {
+            // answers. IPv4 keys have none; a name may end in a digit too
+            // (`db.node1`), so the key itself is parsed to tell.
+            if !is_ipv4_key(key) {
                 for (start, &b) in key.iter().enumerate() {
                     if b == b'.' {
                         let probe = fingerprint(key, start + 1);
@@ -517,6 +518,14 @@ fn dot_mask(name: &[u8]) -> u64 {
     mask
 }
 
+/// Whether a key is a dotted-quad IPv4 address (the only form IPv4 keys
+/// take after normalisation).
+fn is_ipv4_key(key: &[u8]) -> bool {
+    std::str::from_utf8(key)
+        .ok()
+        .is_some_and(|k| k.parse::<std::net::Ipv4Addr>().is_ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -558,6 +567,23 @@ mod tests {
         assert!(look(&s, "example.com.evil.net").is_empty());
         assert!(look(&s, "com").is_empty());
         assert!(look(&s, "x.api.example.com") == [1]);
+    }
+
+    #[test]
+    fn names_ending_in_a_digit_keep_their_parents_wildcards() {
+        // Found by fuzzing (fuzz/corpus/host/regression-*): a key ending in
+        // a digit was taken for an IPv4 address and lost `*.b1`.
+        let s = set(
+            &[("*.b1", 0), ("a.b1", 1), ("*.node1", 2), ("db.node1", 3)],
+            &[],
+        );
+        assert_eq!(look(&s, "a.b1"), [0, 1]);
+        assert_eq!(look(&s, "x.a.b1"), [0]);
+        assert_eq!(look(&s, "db.node1"), [2, 3]);
+        assert_eq!(look(&s, "x.db.node1"), [2]);
+        // IPv4 keys still take no wildcard.
+        let s = set(&[("*.b1", 0), ("10.0.0.1", 1)], &[]);
+        assert_eq!(look(&s, "10.0.0.1"), [1]);
     }
 
     #[test]
