@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
-use keyhole::policy::{Host, HostPattern, HostSet, HostSetBuilder};
+use keyhole::host::{Host, HostPattern, HostSet, HostSetBuilder};
 
 /// Pattern counts benchmarked.
 const SIZES: [usize; 3] = [16, 1_000, 100_000];

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use keyhole::policy::Host;
+use keyhole::host::Host;
 use keyhole::tls::leaf::DEFAULT_LEAF_CACHE_CAPACITY;
 use keyhole::tls::{CertificateAuthority, LeafCache};
 

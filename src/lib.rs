@@ -20,6 +20,7 @@ pub mod admin;
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod host;
 pub mod logging;
 pub mod model;
 pub mod placeholder;

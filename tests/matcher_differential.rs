@@ -17,7 +17,7 @@ use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
-use keyhole::policy::{Host, HostKind, HostPattern, HostSet, HostSetBuilder};
+use keyhole::host::{Host, HostKind, HostPattern, HostSet, HostSetBuilder};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::Index;

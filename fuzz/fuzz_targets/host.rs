@@ -23,8 +23,8 @@
 
 use std::net::Ipv4Addr;
 
-use keyhole::policy::host::{MAX_LABEL_LEN, MAX_NAME_LEN};
-use keyhole::policy::{Authority, Host, HostKind, HostPattern, HostSetBuilder};
+use keyhole::host::name::{MAX_LABEL_LEN, MAX_NAME_LEN};
+use keyhole::host::{Authority, Host, HostKind, HostPattern, HostSetBuilder};
 use libfuzzer_sys::fuzz_target;
 
 /// Words beyond this many are ignored (keeps each run fast).

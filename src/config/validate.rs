@@ -5,10 +5,11 @@ use std::path::Path;
 
 use super::raw::*;
 use super::Sources;
+use crate::host::HostPattern;
 use crate::model::problem::{field, index};
 use crate::model::rules::{self, MAX_CREDENTIAL_HOSTS, MAX_EGRESS_HOSTS};
 use crate::model::*;
-use crate::policy::{self, HostPattern};
+use crate::policy;
 use crate::secret::Secret;
 
 /// Parses and validates a whole file.

@@ -12,8 +12,8 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::host::HostPattern;
 use crate::model::*;
-use crate::policy::HostPattern;
 use crate::secret::Secret;
 
 /// The file form of a credential.

@@ -14,7 +14,7 @@ pub use problem::{Problem, Problems};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use crate::policy::HostPattern;
+use crate::host::HostPattern;
 use crate::secret::Secret;
 
 /// The vault id used when a file names none.

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use super::problem::{field, index, Problems};
-use crate::policy::HostPattern;
+use crate::host::HostPattern;
 use crate::secret::Secret;
 
 /// Most entries a credential's `allowed_hosts` may hold (vault API).

@@ -6,7 +6,8 @@
 
 use serde::Serialize;
 
-use super::{egress_patterns, Action, Authority, EgressSource, Host, HostError, Policy};
+use super::{egress_patterns, Action, EgressSource, Policy};
+use crate::host::{Authority, Host, HostError};
 use crate::model::{Auth, Networking};
 
 /// Why a target could not be explained.

@@ -7,16 +7,10 @@
 //! or may tunnel it untouched.
 
 pub mod explain;
-pub mod host;
-mod ipv4;
-pub mod matcher;
-pub mod pattern;
 
 pub use explain::{explain, Explanation};
-pub use host::{Authority, Host, HostError, HostKind};
-pub use matcher::{HostSet, HostSetBuilder};
-pub use pattern::{HostPattern, PatternError};
 
+use crate::host::{Host, HostPattern, HostSet, HostSetBuilder};
 use crate::model::{Auth, Config, Credential, Egress, Networking};
 
 /// Hosts that `allow_package_managers` opens: the public registries of the

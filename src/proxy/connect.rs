@@ -17,7 +17,8 @@ use super::body::ProxyBody;
 use super::idle::Idle;
 use super::respond::Refusal;
 use super::{intercept, upstream, Counters, Proxy, Slot};
-use crate::policy::{Action, Authority};
+use crate::host::Authority;
+use crate::policy::Action;
 
 /// Handles one CONNECT request.
 pub async fn handle(

@@ -15,7 +15,7 @@ use super::body::{BodyError, ProxyBody};
 use super::headers::{strip_hop_by_hop, strip_host};
 use super::respond::Refusal;
 use super::{relay, Counters, Proxy};
-use crate::policy::Authority;
+use crate::host::Authority;
 
 /// Forwards one plaintext request.
 pub async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>) -> Response<ProxyBody> {

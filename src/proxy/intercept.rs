@@ -30,7 +30,7 @@ use super::rewind::Rewind;
 use super::websocket::{self, upgrade_kind, UpgradeKind};
 use super::{relay, serve_gracefully, Counters, Proxy, Snapshot};
 use crate::audit::{self, Event, Location, Record};
-use crate::policy::{Authority, Host};
+use crate::host::{Authority, Host};
 use crate::substitute::bodies::BodyEvents;
 
 /// Longest wait for the first byte inside a new tunnel.

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use crate::policy::{Host, HostKind};
+use crate::host::{Host, HostKind};
 
 /// Longest wait for the system resolver.
 pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);

@@ -26,7 +26,7 @@ use super::body::ProxyBody;
 use super::destination::Refused;
 use super::resolve::{ResolveError, Resolver};
 use super::respond::Refusal;
-use crate::policy::{Authority, HostKind};
+use crate::host::{Authority, HostKind};
 
 /// Longest wait for a TCP connection to an upstream.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

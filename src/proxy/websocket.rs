@@ -21,7 +21,7 @@ use super::body::{BodyError, ProxyBody};
 use super::respond::Refusal;
 use super::upstream::open_tls;
 use super::Proxy;
-use crate::policy::Authority;
+use crate::host::Authority;
 
 /// Longest wait for the upstream's answer to an upgrade request.
 pub const UPGRADE_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);

@@ -41,7 +41,7 @@ use tokio::sync::OnceCell;
 
 use super::ca::{random_serial, BACKDATE};
 use super::{provider, CertificateAuthority, TlsError};
-use crate::policy::{Host, HostKind};
+use crate::host::{Host, HostKind};
 
 /// Default number of hosts whose leaf is kept.
 ///

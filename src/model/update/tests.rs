@@ -6,7 +6,7 @@ use std::path::Path;
 
 use super::*;
 use crate::config::{self, Sources};
-use crate::policy::HostPattern;
+use crate::host::HostPattern;
 
 const FILE: &str = r#"{"credentials": [
   {"id": "env", "display_name": "GitHub", "metadata": {"team": "infra", "env": "prod"},

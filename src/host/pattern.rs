@@ -13,8 +13,8 @@
 use std::fmt;
 use std::net::Ipv4Addr;
 
-use super::host::{Host, HostKind, MAX_LABEL_LEN, MAX_NAME_LEN};
 use super::ipv4;
+use super::name::{Host, HostKind, MAX_LABEL_LEN, MAX_NAME_LEN};
 
 /// A validated `allowed_hosts` entry.
 ///

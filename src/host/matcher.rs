@@ -24,7 +24,7 @@
 
 use std::fmt::Write as _;
 
-use super::host::{Host, HostKind};
+use super::name::{Host, HostKind};
 use super::pattern::HostPattern;
 
 /// Marks an empty table slot.
