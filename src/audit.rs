@@ -10,9 +10,13 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use http::Method;
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
+
+use crate::host::Host;
+use crate::policy::Policy;
 
 /// Records waiting to be written. A request makes at most a few; the bound
 /// absorbs bursts from thousands of requests while the disk catches up.
@@ -38,6 +42,23 @@ pub enum Event {
     Passed,
 }
 
+/// Why a placeholder was substituted or passed on.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// Substituted: the credential allows this host and location.
+    Allowed,
+    /// Passed: the credential does not allow the destination host.
+    HostNotAllowed,
+    /// Passed: the credential's injection location is off where the
+    /// placeholder stood.
+    LocationDisabled,
+    /// Passed: plain `http://`, which never carries a secret.
+    Plaintext,
+    /// Passed: the body has a `Content-Encoding`.
+    EncodedBody,
+}
+
 /// Where the placeholder stood.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -46,6 +67,18 @@ pub enum Location {
     Header,
     /// The request body.
     Body,
+}
+
+/// The request records are about: destination, method and path (never
+/// the query).
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Destination host.
+    pub host: Host,
+    /// Request method.
+    pub method: Method,
+    /// Request path, without the query.
+    pub path: String,
 }
 
 /// One audit line. Holds names and ids, never a value.
@@ -67,8 +100,8 @@ pub struct Record {
     pub path: String,
     /// Where the placeholder stood.
     pub location: Location,
-    /// Why: `allowed`, `host_not_allowed`, `location_disabled`, `plaintext`, `encoded_body`.
-    pub reason: &'static str,
+    /// Why.
+    pub reason: Reason,
 }
 
 /// A handle to the audit log; cheap to clone.
@@ -126,6 +159,35 @@ impl AuditLog {
         }
     }
 
+    /// Records what happened to credential `credential`'s placeholder in
+    /// `target`: substituted (`reason` is then [`Reason::Allowed`]) or passed.
+    pub fn placeholder(
+        &self,
+        policy: &Policy,
+        target: &Target,
+        credential: u32,
+        location: Location,
+        reason: Reason,
+    ) {
+        let c = policy.credential(credential);
+        self.record(Record {
+            time: now(),
+            event: match reason {
+                Reason::Allowed => Event::Substituted,
+                _ => Event::Passed,
+            },
+            credential: c.map_or_else(String::new, |c| c.id.clone()),
+            secret_name: c
+                .and_then(|c| c.environment_variable())
+                .map_or_else(String::new, |a| a.secret_name.clone()),
+            host: target.host.to_string(),
+            method: target.method.to_string(),
+            path: target.path.clone(),
+            location,
+            reason,
+        });
+    }
+
     /// Records dropped so far.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
@@ -139,7 +201,60 @@ pub fn now() -> String {
         .unwrap_or_default()
 }
 
+// === impl Reason ===
+
+impl Reason {
+    /// Why a header placeholder of a credential was passed on: `allowed`
+    /// says whether the credential allows the destination, `plaintext`
+    /// whether the request is plain `http://`, `header_on` whether the
+    /// credential injects into headers.
+    pub fn for_passed(allowed: bool, plaintext: bool, header_on: bool) -> Reason {
+        match (allowed, plaintext && header_on) {
+            (false, _) => Reason::HostNotAllowed,
+            (true, true) => Reason::Plaintext,
+            (true, false) => Reason::LocationDisabled,
+        }
+    }
+
+    /// The log message for a placeholder passed for this reason.
+    pub fn warning(self) -> &'static str {
+        match self {
+            Reason::Plaintext => "placeholder passed unsubstituted: plain http:// never carries a secret; use https://",
+            Reason::LocationDisabled => "placeholder passed unsubstituted: its credential does not allow injection where it stands",
+            Reason::HostNotAllowed => "placeholder passed unsubstituted: its credential does not allow this host",
+            Reason::EncodedBody => "placeholder passed unsubstituted: the body has a Content-Encoding",
+            Reason::Allowed => "placeholder substituted",
+        }
+    }
+}
+
 /// A path without its query, for records.
 pub fn path_only(path_and_query: &str) -> String {
     path_and_query.split('?').next().unwrap_or("/").to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_for_passed_placeholders() {
+        assert_eq!(
+            Reason::for_passed(false, true, true),
+            Reason::HostNotAllowed
+        );
+        assert_eq!(Reason::for_passed(true, true, true), Reason::Plaintext);
+        // Over https:// too it would not have been substituted: say why.
+        assert_eq!(
+            Reason::for_passed(true, true, false),
+            Reason::LocationDisabled
+        );
+        assert_eq!(
+            Reason::for_passed(true, false, true),
+            Reason::LocationDisabled
+        );
+        assert_eq!(path_only("/a/b?token=x"), "/a/b");
+        let json = serde_json::to_string(&Reason::HostNotAllowed).unwrap();
+        assert_eq!(json, "\"host_not_allowed\"");
+    }
 }

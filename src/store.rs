@@ -19,9 +19,11 @@ use tokio::sync::Mutex;
 use crate::config::{self, write, ConfigError, Sources};
 use crate::model::{Config, Credential, Problems, Vault};
 use crate::state;
+use crate::substitute::SubstituteError;
 
-/// Compiles and installs a config; refuses it with a reason.
-pub type Apply = Box<dyn Fn(Arc<Config>) -> Result<(), String> + Send + Sync>;
+/// Compiles and installs a config; refuses one whose secrets and
+/// placeholders cannot work together.
+pub type Apply = Box<dyn Fn(Arc<Config>) -> Result<(), SubstituteError> + Send + Sync>;
 
 /// Why an edit was not made.
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +36,7 @@ pub enum EditError<E> {
     Invalid(Problems),
     /// The proxy could not compile the edited config.
     #[error("the change cannot be applied: {0}")]
-    NotApplied(String),
+    NotApplied(SubstituteError),
     /// The file could not be written; nothing changed.
     #[error("cannot write the config file: {0}")]
     Write(#[from] state::StateError),
@@ -98,7 +100,7 @@ impl Store {
         let _ = self.apply.set(apply);
     }
 
-    fn apply(&self, config: Arc<Config>) -> Result<(), String> {
+    fn apply(&self, config: Arc<Config>) -> Result<(), SubstituteError> {
         match self.apply.get() {
             Some(apply) => apply(config),
             None => Ok(()),
@@ -176,7 +178,7 @@ pub enum StoreError {
     Config(#[from] ConfigError),
     /// The proxy could not compile the config.
     #[error("the config cannot be applied: {0}")]
-    NotApplied(String),
+    NotApplied(SubstituteError),
 }
 
 fn read(path: &Path) -> Result<String, StoreError> {

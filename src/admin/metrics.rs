@@ -116,13 +116,18 @@ pub fn render(proxy: &Proxy) -> String {
             let _ = writeln!(out, "keyhole_responses_total{{class=\"{class}\"}} {n}");
         }
     }
-    labelled(
+    family(
         &mut out,
         "errors_total",
-        "Responses keyhole made itself, by RFC 9209 Proxy-Status error type.",
-        "type",
-        &c.by_error,
+        "Responses keyhole made itself to relayed requests, by RFC 9209 Proxy-Status error type.",
     );
+    for (error, n) in c.errors() {
+        let _ = writeln!(
+            out,
+            "keyhole_errors_total{{type=\"{}\"}} {n}",
+            error.as_str()
+        );
+    }
     labelled(
         &mut out,
         "substitutions_by_credential_total",

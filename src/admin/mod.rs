@@ -6,7 +6,7 @@
 //! through the [`Store`]: validated as a whole file, put in force for the
 //! next proxied request, then written back atomically. Paths, bodies,
 //! status codes and the error envelope follow the vault API
-//! (`../shared/reference/vault-api.md`) so that the official SDKs work
+//! (`docs/VAULT-API.md`) so that the official SDKs work
 //! with `base_url` pointed here.
 //!
 //! Module map: [`credentials`] and [`vaults`] handle the endpoints,
@@ -24,7 +24,6 @@ pub mod stamp;
 pub mod vaults;
 pub mod views;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,14 +32,14 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
 use self::auth::Token;
 use self::error::ApiError;
+use crate::proxy::limits::{MAX_HEADER_BYTES, SHUTDOWN_GRACE};
+use crate::proxy::server::{self, Http1Limits, Protocol, Tasks, WhenFull};
 use crate::proxy::Proxy;
 use crate::store::Store;
 
@@ -97,40 +96,39 @@ impl Admin {
     /// stops accepting and lets each connection finish its request.
     pub async fn serve(self: Arc<Self>, listener: TcpListener, stop: watch::Receiver<bool>) {
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-        let mut stopping = stop.clone();
-        loop {
-            let Ok(permit) = slots.clone().acquire_owned().await else {
-                return;
-            };
-            let (tcp, peer) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "admin: cannot accept a connection");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
+        let tasks = Tasks::new();
+        let shutdown = server::stopped(stop);
+        let limits = Http1Limits {
+            header_read_timeout: HEADER_READ_TIMEOUT,
+            max_header_bytes: MAX_HEADER_BYTES,
+        };
+        server::accept_loop(
+            &listener,
+            &slots,
+            WhenFull::Wait,
+            &tasks,
+            shutdown,
+            |tcp, peer, permit| {
+                let admin = self.clone();
+                let stop = tasks.stop_signal();
+                async move {
+                    let _permit = permit;
+                    let handler = move |req| {
+                        let admin = admin.clone();
+                        async move {
+                            let res = admin.handle(req, peer).await;
+                            res.map(|b| b.map_err(|never| match never {}).boxed())
+                        }
+                    };
+                    if let Err(e) = server::serve(tcp, Protocol::Http1(limits), handler, stop).await
+                    {
+                        tracing::debug!(%peer, error = %e, "admin connection ended with an error");
                     }
-                },
-                // The guard `wait_for` returns is not Send: drop it at once.
-                () = async { let _ = stopping.wait_for(|s| *s).await; } => return,
-            };
-            let admin = self.clone();
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                let _permit = permit;
-                let service = service_fn(move |req| {
-                    let admin = admin.clone();
-                    async move { Ok::<_, Infallible>(admin.handle(req, peer).await) }
-                });
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(HEADER_READ_TIMEOUT)
-                    .serve_connection(TokioIo::new(tcp), service);
-                if let Err(e) = crate::proxy::serve_gracefully!(conn, stop) {
-                    tracing::debug!(%peer, error = %e, "admin connection ended with an error");
                 }
-            });
-        }
+            },
+        )
+        .await;
+        tasks.shutdown(SHUTDOWN_GRACE).await;
     }
 
     async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<AdminBody> {

@@ -71,9 +71,9 @@ struct Failure {
 }
 
 impl Failure {
-    fn keyhole(message: String) -> Failure {
+    fn keyhole(e: impl std::fmt::Display) -> Failure {
         Failure {
-            message,
+            message: e.to_string(),
             code: EXIT_KEYHOLE_FAILED,
         }
     }

@@ -1,8 +1,7 @@
 //! The command line: argument definitions and the commands' bodies.
 //!
 //! Each command returns the process exit status: 0 for success, 1 when the
-//! input (config, target) is refused, 2 for usage errors and for commands
-//! that are not built yet.
+//! input (config, target) is refused, 2 for usage errors.
 
 mod ca;
 mod check;

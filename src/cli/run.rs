@@ -11,19 +11,19 @@ use tokio::sync::watch;
 use super::RunArgs;
 use crate::admin::auth::{Token, TokenError};
 use crate::admin::Admin;
-use crate::audit::AuditLog;
+use crate::audit::{AuditError, AuditLog};
 use crate::logging;
-use crate::model::Config;
-use crate::placeholder::PlaceholderKey;
-use crate::policy::Policy;
+use crate::placeholder::{PlaceholderError, PlaceholderKey};
+use crate::proxy::destination::Guard;
 use crate::proxy::limits::Limits;
-use crate::proxy::resolve::Resolver;
+use crate::proxy::resolve::{Pins, ResolveArgError};
+use crate::proxy::upstream::Dialer;
 use crate::proxy::{Proxy, Snapshot};
 use crate::reload;
-use crate::state;
-use crate::store::Store;
-use crate::substitute::Substitutions;
-use crate::tls::{upstream, CertificateAuthority, LeafCache};
+use crate::state::{self, StateError};
+use crate::store::{Store, StoreError};
+use crate::substitute::SubstituteError;
+use crate::tls::{roots, CertificateAuthority, LeafCache, TlsError};
 
 /// Where `keyhole run` listens unless told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -38,8 +38,8 @@ pub fn run(args: &RunArgs) -> ExitCode {
         let listen = args.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
         let bound = match Bound::bind(args, listen).await {
             Ok(b) => b,
-            Err(message) => {
-                eprintln!("keyhole run: {message}");
+            Err(e) => {
+                eprintln!("keyhole run: {e}");
                 return ExitCode::FAILURE;
             }
         };
@@ -67,6 +67,56 @@ pub(super) fn runtime() -> Option<tokio::runtime::Runtime> {
     }
 }
 
+/// Why `keyhole run` (or `exec`) cannot start. Each message says what is
+/// wrong and what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The admin token is missing or unusable.
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    /// The config file cannot be loaded.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The state directory cannot be used.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The CA, a leaf or the upstream trust store is not usable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The placeholder key is not usable.
+    #[error(transparent)]
+    Placeholder(#[from] PlaceholderError),
+    /// The config's placeholders and secrets cannot work together.
+    #[error(transparent)]
+    Substitute(#[from] SubstituteError),
+    /// A `--resolve` entry is refused.
+    #[error(transparent)]
+    Resolve(#[from] ResolveArgError),
+    /// The audit log cannot be opened.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    /// A listener cannot be bound.
+    #[error("cannot listen on {addr} for {what}: {source}; pick another address")]
+    Bind {
+        /// The address asked for.
+        addr: String,
+        /// "the proxy" or "the admin API (never the proxy's address)".
+        what: &'static str,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// A flag's value is out of range.
+    #[error("{flag} {value} {problem}")]
+    Flag {
+        /// The flag.
+        flag: &'static str,
+        /// Its value, as given.
+        value: String,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
+}
+
 /// A proxy (and admin API) whose listeners are bound, not yet serving.
 ///
 /// Binding comes first so that a caller learns the real address (port 0
@@ -87,7 +137,7 @@ pub(super) struct Bound {
 
 impl Bound {
     /// Loads the config, CA and token, and binds the listeners.
-    pub async fn bind(args: &RunArgs, listen: &str) -> Result<Bound, String> {
+    pub async fn bind(args: &RunArgs, listen: &str) -> Result<Bound, StartError> {
         // Fail closed: the admin API never runs without a token.
         let token = match (&args.admin, &args.admin_token_file) {
             (None, None) => None,
@@ -95,30 +145,18 @@ impl Bound {
                 tracing::warn!("--admin-token-file is ignored without --admin ADDR");
                 None
             }
-            (Some(_), None) => return Err(TokenError::Missing.to_string()),
-            (Some(_), Some(file)) => Some(Token::load(file).map_err(|e| e.to_string())?),
+            (Some(_), None) => return Err(TokenError::Missing.into()),
+            (Some(_), Some(file)) => Some(Token::load(file)?),
         };
         let (mut proxy, store, key) = build(args)?;
         if let Some(path) = &args.audit_log {
-            proxy.audit = Some(AuditLog::open(path).await.map_err(|e| e.to_string())?);
+            proxy.audit = Some(AuditLog::open(path).await?);
         }
-        let listener = TcpListener::bind(listen).await.map_err(|e| {
-            format!("cannot listen on {listen}: {e}; pick another --listen address")
-        })?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| format!("cannot read the address bound for {listen}: {e}"))?;
+        let (listener, addr) = bind(listen, "the proxy").await?;
         proxy.set_listener(addr);
         let (admin, admin_addr) = match (&args.admin, token) {
             (Some(at), Some(token)) => {
-                let l = TcpListener::bind(at).await.map_err(|e| {
-                    format!(
-                        "cannot listen on {at} for the admin API: {e}; pick another --admin address (never the proxy's)"
-                    )
-                })?;
-                let a = l
-                    .local_addr()
-                    .map_err(|e| format!("cannot read the address bound for {at}: {e}"))?;
+                let (l, a) = bind(at, "the admin API (never the proxy's address)").await?;
                 // The sandbox must not reach the admin API through the proxy.
                 proxy.set_listener(a);
                 (Some((l, token)), Some(a))
@@ -154,7 +192,7 @@ impl Bound {
         let proxy = Arc::new(proxy);
         let installer = proxy.clone();
         store.on_change(Box::new(move |config| {
-            installer.install(snapshot(&config, &key)?);
+            installer.install(Snapshot::compile(&config, &key)?);
             Ok(())
         }));
         let store = Arc::new(store);
@@ -178,22 +216,38 @@ impl Bound {
     }
 }
 
-fn build(args: &RunArgs) -> Result<(Proxy, Store, Arc<PlaceholderKey>), String> {
-    let (store, config) = Store::open(&args.config).map_err(|e| e.to_string())?;
-    let dir = state::resolve_dir(args.state_dir.as_deref()).map_err(|e| e.to_string())?;
-    let ca = CertificateAuthority::load_or_create(&dir).map_err(|e| e.to_string())?;
-    let key = Arc::new(PlaceholderKey::load_or_create(&dir).map_err(|e| e.to_string())?);
-    let leaves = LeafCache::new(Arc::new(ca), args.leaf_cache_size).map_err(|e| e.to_string())?;
-    let tls = upstream::client_config(&args.upstream_ca).map_err(|e| e.to_string())?;
-    let mut resolver = Resolver::from_args(&args.resolve).map_err(|e| e.to_string())?;
-    resolver.guard.deny_private = args.deny_private;
-    resolver.connect_timeout = seconds("--connect-timeout", args.connect_timeout)?;
-    resolver.tls_timeout = seconds("--tls-timeout", args.tls_timeout)?;
-    let mut proxy = Proxy::new(snapshot(&config, &key)?, leaves, tls, resolver);
+/// Binds `addr`; returns the listener and the address it got.
+async fn bind(addr: &str, what: &'static str) -> Result<(TcpListener, SocketAddr), StartError> {
+    let failed = |source| StartError::Bind {
+        addr: addr.to_owned(),
+        what,
+        source,
+    };
+    let listener = TcpListener::bind(addr).await.map_err(failed)?;
+    let bound = listener.local_addr().map_err(failed)?;
+    Ok((listener, bound))
+}
+
+fn build(args: &RunArgs) -> Result<(Proxy, Store, Arc<PlaceholderKey>), StartError> {
     if args.max_connections == 0 {
-        return Err("--max-connections must be at least 1".to_owned());
+        return Err(StartError::Flag {
+            flag: "--max-connections",
+            value: "0".to_owned(),
+            problem: "must be at least 1",
+        });
     }
-    proxy.set_limits(Limits {
+    let (store, config) = Store::open(&args.config)?;
+    let dir = state::resolve_dir(args.state_dir.as_deref())?;
+    let ca = CertificateAuthority::load_or_create(&dir)?;
+    let key = Arc::new(PlaceholderKey::load_or_create(&dir)?);
+    let leaves = LeafCache::new(Arc::new(ca), args.leaf_cache_size)?;
+    let tls = roots::client_config(&args.upstream_ca)?;
+    let guard = Guard {
+        deny_private: args.deny_private,
+        ..Guard::default()
+    };
+    let dialer = Dialer::new(Pins::from_args(&args.resolve)?, guard);
+    let limits = Limits {
         max_connections: args.max_connections,
         max_header_bytes: args.max_header_bytes.max(8192),
         header_read_timeout: seconds("--header-read-timeout", args.header_read_timeout)?,
@@ -203,24 +257,24 @@ fn build(args: &RunArgs) -> Result<(Proxy, Store, Arc<PlaceholderKey>), String> 
             "--response-header-timeout",
             args.response_header_timeout,
         )?,
-    });
+        connect_timeout: seconds("--connect-timeout", args.connect_timeout)?,
+        tls_timeout: seconds("--tls-timeout", args.tls_timeout)?,
+    };
+    let snapshot = Snapshot::compile(&config, &key)?;
+    let proxy = Proxy::new(snapshot, leaves, tls, dialer, limits);
     Ok((proxy, store, key))
 }
 
-/// A positive number of seconds, or a message naming the flag.
-fn seconds(flag: &str, value: f64) -> Result<std::time::Duration, String> {
+/// A positive number of seconds, or the flag's refusal.
+fn seconds(flag: &'static str, value: f64) -> Result<std::time::Duration, StartError> {
     std::time::Duration::try_from_secs_f64(value)
         .ok()
         .filter(|d| !d.is_zero())
-        .ok_or_else(|| format!("{flag} {value} is not a positive number of seconds"))
-}
-
-/// Compiles one policy generation.
-fn snapshot(config: &Config, key: &PlaceholderKey) -> Result<Snapshot, String> {
-    Ok(Snapshot {
-        substitutions: Substitutions::new(config, key).map_err(|e| e.to_string())?,
-        policy: Policy::new(config.clone()),
-    })
+        .ok_or_else(|| StartError::Flag {
+            flag,
+            value: value.to_string(),
+            problem: "is not a positive number of seconds",
+        })
 }
 
 /// Completes on SIGTERM or SIGINT.

@@ -1,6 +1,6 @@
 //! Loading a configuration file into the validated [`Config`] model.
 //!
-//! The file is JSON (`../shared/CONTRACT.md`). Loading parses it into raw
+//! The file is JSON (README, "Configuration"). Loading parses it into raw
 //! serde structs ([`raw`]), section by section, then validates them into
 //! the model ([`validate`]), recording every problem with its JSON path
 //! rather than stopping at the first, so one run of `keyhole check` shows

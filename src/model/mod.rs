@@ -1,5 +1,5 @@
 //! The credential model: validated, in-memory forms of the vault API's
-//! objects (`../shared/reference/vault-api.md`).
+//! objects (`docs/VAULT-API.md`).
 //!
 //! These types are what the rest of keyhole works with. They are built only
 //! by [`crate::config`] (from a file) and [`update`] (from an update

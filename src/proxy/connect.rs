@@ -1,24 +1,32 @@
 //! `CONNECT`: the policy decides before the client gets an answer.
 //!
+//! Everything that can be decided from the CONNECT request alone is its
+//! answer, before any `200`:
+//! - a target that is not `host:port`: `400`;
 //! - egress denies the host: `403`, nothing dialled;
-//! - no credential could ever apply there: dial, answer `200`, relay bytes
-//!   untouched (pinned-certificate clients keep working);
-//! - otherwise: answer `200` and intercept.
+//! - a literal address the destination guard refuses (metadata, keyhole's
+//!   own listeners, private ranges under `--deny-private`): `403`/`508`.
+//!
+//! Then:
+//! - no credential could ever apply there: dial (names resolve here, once,
+//!   and the resolved addresses are checked by the guard), answer `200`,
+//!   relay bytes untouched (pinned-certificate clients keep working);
+//! - otherwise: answer `200` and intercept; each request dials when sent.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use super::body::ProxyBody;
-use super::idle::Idle;
-use super::respond::Refusal;
-use super::{intercept, upstream, Counters, Proxy, Slot};
-use crate::host::Authority;
-use crate::policy::Action;
+use super::exchange::{Destination, Scheme};
+use super::respond::ProxyError;
+use super::{intercept, tunnel, Counters, Proxy, Slot};
+use crate::host::{Authority, HostKind};
+use crate::policy::{Action, Policy};
 
 /// Handles one CONNECT request.
 pub async fn handle(
@@ -27,76 +35,55 @@ pub async fn handle(
     peer: SocketAddr,
     slot: Slot,
 ) -> Response<ProxyBody> {
-    let Some(authority) = req.uri().authority().map(|a| a.as_str().to_owned()) else {
-        return bad_request("CONNECT needs a host:port target");
-    };
-    let target = match Authority::parse(&authority) {
-        Ok(t) => t,
-        Err(e) => return bad_request(&format!("the CONNECT target is refused: {e}")),
-    };
-    let Some(port) = target.port else {
-        return bad_request("the CONNECT target has no port; write host:port");
-    };
     let snapshot = proxy.snapshot();
-    let action = snapshot.policy.decide(&target.host);
-    match action {
-        Action::Deny => {
-            Counters::add(&proxy.counters.denied, 1);
-            tracing::info!(%peer, host = %target.host, port, action = "deny", "CONNECT");
-            Refusal::new(
-                StatusCode::FORBIDDEN,
-                "http_request_denied",
-                format!(
-                    "egress does not allow {}; add it to egress.allowed_hosts in the config if the sandbox should reach it (keyhole explain shows why)",
-                    target.host
-                ),
-            )
-            .details(format!("egress denies {}", target.host))
-            .into_response()
+    let (target, port, action) = match at_the_door(&proxy, &req, &snapshot.policy) {
+        Ok(decided) => decided,
+        Err(e) => {
+            tracing::info!(%peer, status = e.status().as_u16(), "CONNECT refused: {}", e.message());
+            return e.into_response();
         }
-        Action::Tunnel => {
-            let upstream = match upstream::dial(&proxy.resolver, &target, port).await {
+    };
+    let host = target.host.clone();
+    match action {
+        Verdict::Tunnel => {
+            let upstream = match proxy.dialer.dial(&target, port).await {
                 Ok(tcp) => tcp,
                 Err(e) => {
-                    tracing::info!(%peer, host = %target.host, port, action = "tunnel", error = %e, "CONNECT failed");
-                    return e.refusal().into_response();
+                    tracing::info!(%peer, %host, port, action = "tunnel", error = %e, "CONNECT failed");
+                    return ProxyError::Dial(e).into_response();
                 }
             };
             Counters::add(&proxy.counters.tunnels, 1);
-            tracing::info!(%peer, host = %target.host, port, action = "tunnel", "CONNECT");
+            tracing::info!(%peer, %host, port, action = "tunnel", "CONNECT");
             let on_upgrade = hyper::upgrade::on(&mut req);
-            let host = target.host.clone();
             let idle = proxy.limits.idle_timeout;
-            let tunnel_slot = slot.clone();
             proxy.tasks.spawn(async move {
-                let _slot = tunnel_slot;
-                // Both sides carry the idle timer: after one side's EOF,
-                // copy_bidirectional polls only the other.
-                let mut upstream = Idle::new(upstream, idle);
+                // The slot is held by the tunnel too, until it ends.
+                let _slot = slot;
                 match on_upgrade.await {
                     Ok(upgraded) => {
-                        let mut client = Idle::new(TokioIo::new(upgraded), idle);
-                        match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-                            Ok((up, down)) => tracing::debug!(%host, up, down, "tunnel closed"),
-                            Err(e) => {
-                                tracing::debug!(%host, error = %e, "tunnel ended with an error")
-                            }
-                        }
+                        tunnel::splice(TokioIo::new(upgraded), upstream, idle, &host).await
                     }
                     Err(e) => tracing::debug!(%host, error = %e, "CONNECT upgrade failed"),
                 }
             });
             ok()
         }
-        Action::Intercept(_) => {
+        Verdict::Intercept => {
             Counters::add(&proxy.counters.intercepts, 1);
-            tracing::info!(%peer, host = %target.host, port, action = "intercept", "CONNECT");
+            tracing::info!(%peer, %host, port, action = "intercept", "CONNECT");
             let on_upgrade = hyper::upgrade::on(&mut req);
             let task_proxy = proxy.clone();
+            let dest = Destination {
+                host,
+                port,
+                scheme: Scheme::Https,
+            };
             proxy.tasks.spawn(async move {
+                let _slot = slot;
                 match on_upgrade.await {
                     Ok(upgraded) => {
-                        intercept::serve(task_proxy, TokioIo::new(upgraded), target).await
+                        intercept::serve(task_proxy, TokioIo::new(upgraded), dest).await
                     }
                     Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
                 }
@@ -106,10 +93,51 @@ pub async fn handle(
     }
 }
 
-fn ok() -> Response<ProxyBody> {
-    Response::new(Empty::new().map_err(|never| match never {}).boxed())
+/// What a CONNECT that passed the door becomes.
+enum Verdict {
+    /// Relayed byte for byte.
+    Tunnel,
+    /// Terminated and inspected.
+    Intercept,
 }
 
-fn bad_request(message: &str) -> Response<ProxyBody> {
-    Refusal::new(StatusCode::BAD_REQUEST, "http_request_error", message).into_response()
+/// Every decision the CONNECT request alone allows: the target, its port
+/// and what to do.
+fn at_the_door(
+    proxy: &Proxy,
+    req: &Request<Incoming>,
+    policy: &Policy,
+) -> Result<(Authority, u16, Verdict), ProxyError> {
+    let authority = req
+        .uri()
+        .authority()
+        .ok_or(ProxyError::ConnectWithoutTarget)?;
+    let target = Authority::parse(authority.as_str()).map_err(ProxyError::ConnectTarget)?;
+    let port = target.port.ok_or(ProxyError::ConnectWithoutPort)?;
+    let verdict = match policy.decide(&target.host) {
+        Action::Deny => {
+            Counters::add(&proxy.counters.denied, 1);
+            return Err(ProxyError::EgressDenied { host: target.host });
+        }
+        Action::Tunnel => Verdict::Tunnel,
+        Action::Intercept(_) => Verdict::Intercept,
+    };
+    let literal = match target.host.kind() {
+        HostKind::Ipv4(ip) => Some(IpAddr::V4(ip)),
+        HostKind::Ipv6(ip) => Some(IpAddr::V6(ip)),
+        HostKind::Name => None,
+    };
+    if let Some(ip) = literal {
+        if let Err(why) = proxy.dialer.guard.check(SocketAddr::new(ip, port)) {
+            return Err(ProxyError::Prohibited {
+                authority: target.to_string(),
+                why,
+            });
+        }
+    }
+    Ok((target, port, verdict))
+}
+
+fn ok() -> Response<ProxyBody> {
+    Response::new(Empty::new().map_err(|never| match never {}).boxed())
 }

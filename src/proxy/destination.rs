@@ -18,13 +18,28 @@ pub const METADATA_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x
 
 /// Why an address may not be dialled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refused {
+pub enum Prohibited {
     /// A cloud metadata endpoint.
     Metadata,
     /// A private, loopback or link-local address under `--deny-private`.
     Private,
     /// keyhole's own listener.
     Loop,
+}
+
+// === impl Prohibited ===
+
+impl Prohibited {
+    /// What the refused address is, for messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Prohibited::Metadata => "a cloud metadata endpoint",
+            Prohibited::Private => {
+                "a private, loopback or link-local address, refused by --deny-private"
+            }
+            Prohibited::Loop => "keyhole's own listener: a proxy loop",
+        }
+    }
 }
 
 /// The rules in force.
@@ -40,21 +55,21 @@ pub struct Guard {
 
 impl Guard {
     /// Whether `addr` may be dialled.
-    pub fn check(&self, addr: SocketAddr) -> Result<(), Refused> {
+    pub fn check(&self, addr: SocketAddr) -> Result<(), Prohibited> {
         let ip = canonical(addr.ip());
         if is_metadata(ip) {
-            return Err(Refused::Metadata);
+            return Err(Prohibited::Metadata);
         }
         let own = self.own.read().map(|o| o.clone()).unwrap_or_default();
         for own in own {
             let same_port = own.port() == addr.port();
             let same_ip = canonical(own.ip()) == ip || (own.ip().is_unspecified() && is_local(ip));
             if same_port && same_ip {
-                return Err(Refused::Loop);
+                return Err(Prohibited::Loop);
             }
         }
         if self.deny_private && is_private(ip) {
-            return Err(Refused::Private);
+            return Err(Prohibited::Private);
         }
         Ok(())
     }
@@ -108,12 +123,12 @@ mod tests {
     #[test]
     fn metadata_is_always_refused() {
         let g = Guard::default();
-        assert_eq!(g.check(sa("169.254.169.254:80")), Err(Refused::Metadata));
+        assert_eq!(g.check(sa("169.254.169.254:80")), Err(Prohibited::Metadata));
         assert_eq!(
             g.check(sa("[::ffff:169.254.169.254]:80")),
-            Err(Refused::Metadata)
+            Err(Prohibited::Metadata)
         );
-        assert_eq!(g.check(sa("[fd00:ec2::254]:80")), Err(Refused::Metadata));
+        assert_eq!(g.check(sa("[fd00:ec2::254]:80")), Err(Prohibited::Metadata));
         assert_eq!(g.check(sa("127.0.0.1:443")), Ok(()));
     }
 
@@ -136,7 +151,7 @@ mod tests {
             "[fe80::1]:1",
             "[::ffff:10.0.0.1]:1",
         ] {
-            assert_eq!(g.check(sa(a)), Err(Refused::Private), "{a}");
+            assert_eq!(g.check(sa(a)), Err(Prohibited::Private), "{a}");
         }
         for a in ["203.0.113.9:443", "[2001:db8::1]:443", "100.128.0.1:1"] {
             assert_eq!(g.check(sa(a)), Ok(()), "{a}");
@@ -147,10 +162,10 @@ mod tests {
     fn own_listener_is_a_loop() {
         let g = Guard::default();
         g.own.write().unwrap().push(sa("127.0.0.1:8080"));
-        assert_eq!(g.check(sa("127.0.0.1:8080")), Err(Refused::Loop));
+        assert_eq!(g.check(sa("127.0.0.1:8080")), Err(Prohibited::Loop));
         assert_eq!(g.check(sa("127.0.0.1:8081")), Ok(()));
         let any = Guard::default();
         any.own.write().unwrap().push(sa("0.0.0.0:8080"));
-        assert_eq!(any.check(sa("127.0.0.1:8080")), Err(Refused::Loop));
+        assert_eq!(any.check(sa("127.0.0.1:8080")), Err(Prohibited::Loop));
     }
 }

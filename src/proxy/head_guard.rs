@@ -30,10 +30,9 @@ use std::sync::{Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use bytes::{Buf, BytesMut};
-use http::StatusCode;
 use tokio::io::{AsyncRead, ReadBuf};
 
-use super::respond::Refusal;
+use super::respond::{Framing, ProxyError};
 
 /// Headers per request, as hyper's default: more is `431`.
 pub const MAX_HEADERS: usize = 100;
@@ -57,7 +56,7 @@ const STAND_IN: &[u8] = b"GET / HTTP/1.1\r\nhost: keyhole.invalid\r\nconnection:
 /// shared by a [`HeadGuard`] and the connection's service.
 #[derive(Debug, Default)]
 pub struct HeadChecks {
-    refused: Mutex<Option<(u64, Refusal)>>,
+    refused: Mutex<Option<(u64, ProxyError)>>,
     dispatched: AtomicU64,
 }
 
@@ -137,7 +136,7 @@ enum Chunk {
 impl HeadChecks {
     /// Called by the service once per request, in order: the refusal to
     /// answer instead of handling it, if its head was refused.
-    pub fn refusal_for_next_request(&self) -> Option<Refusal> {
+    pub fn refusal_for_next_request(&self) -> Option<ProxyError> {
         let n = self.dispatched.fetch_add(1, Ordering::Relaxed);
         let mut slot = self.refused.lock().unwrap_or_else(PoisonError::into_inner);
         match slot.as_ref() {
@@ -146,7 +145,7 @@ impl HeadChecks {
         }
     }
 
-    fn refuse(&self, index: u64, refusal: Refusal) {
+    fn refuse(&self, index: u64, refusal: ProxyError) {
         *self.refused.lock().unwrap_or_else(PoisonError::into_inner) = Some((index, refusal));
     }
 }
@@ -171,14 +170,9 @@ impl<T> HeadGuard<T> {
     fn check_head(&mut self) -> Option<Phase> {
         let verdict = match parse(&self.pending, self.max_head) {
             Parsed::Partial if self.pending.len() < self.max_head => return None,
-            Parsed::Partial => Err(Refusal::new(
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                "http_request_error",
-                format!(
-                    "the request line and headers exceed {} bytes; send fewer or shorter headers",
-                    self.max_head
-                ),
-            )),
+            Parsed::Partial => Err(ProxyError::HeadTooLarge {
+                limit: self.max_head,
+            }),
             Parsed::Head(len, body) => Ok((len, body)),
             Parsed::Refused(refusal) => Err(refusal),
         };
@@ -188,7 +182,7 @@ impl<T> HeadGuard<T> {
             Ok((len, body)) => Phase::Deliver(len, body),
             Err(refusal) => {
                 tracing::info!(
-                    status = refusal.status.as_u16(),
+                    status = refusal.status().as_u16(),
                     "request head refused before parsing"
                 );
                 self.checks.refuse(index, refusal);
@@ -364,15 +358,11 @@ enum Parsed {
     /// A head of this many bytes, and its body's framing.
     Head(usize, Body),
     /// A head hyper or keyhole refuses.
-    Refused(Refusal),
+    Refused(ProxyError),
 }
 
-fn bad(message: impl Into<String>) -> Parsed {
-    Parsed::Refused(Refusal::new(
-        StatusCode::BAD_REQUEST,
-        "http_request_error",
-        message,
-    ))
+fn bad(framing: Framing) -> Parsed {
+    Parsed::Refused(ProxyError::Framing(framing))
 }
 
 /// Parses a head as hyper does, plus keyhole's own framing rules.
@@ -386,35 +376,19 @@ fn parse(bytes: &[u8], max_head: usize) -> Parsed {
         Ok(httparse::Status::Partial) => return Parsed::Partial,
         Ok(httparse::Status::Complete(len)) => len,
         Err(httparse::Error::TooManyHeaders) => {
-            return Parsed::Refused(Refusal::new(
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                "http_request_error",
-                format!("the request has more than {MAX_HEADERS} header fields; send fewer"),
-            ))
+            return Parsed::Refused(ProxyError::TooManyHeaders { limit: MAX_HEADERS })
         }
-        Err(e) => {
-            return bad(format!(
-                "the request head is malformed ({e}); keyhole accepts only well-formed HTTP/1.1 (no obsolete line folding, no control bytes in header values)"
-            ))
-        }
+        Err(e) => return Parsed::Refused(ProxyError::MalformedHead(e)),
     };
     if len > max_head {
-        return Parsed::Refused(Refusal::new(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "http_request_error",
-            format!("the request line and headers exceed {max_head} bytes; send fewer or shorter headers"),
-        ));
+        return Parsed::Refused(ProxyError::HeadTooLarge { limit: max_head });
     }
     let target = req.path.unwrap_or_default();
     if target.len() > MAX_URI_LEN {
-        return Parsed::Refused(Refusal::new(
-            StatusCode::URI_TOO_LONG,
-            "http_request_error",
-            format!("the request target is longer than {MAX_URI_LEN} bytes"),
-        ));
+        return Parsed::Refused(ProxyError::TargetTooLong { limit: MAX_URI_LEN });
     }
     if http::Uri::try_from(target).is_err() {
-        return bad("the request target is not a valid URI");
+        return Parsed::Refused(ProxyError::InvalidTarget);
     }
     let http11 = req.version == Some(1);
     let mut length: Option<u64> = None;
@@ -423,17 +397,15 @@ fn parse(bytes: &[u8], max_head: usize) -> Parsed {
     for h in req.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
             let Some(n) = content_length(h.value) else {
-                return bad("Content-Length is not a number; send one decimal length");
+                return bad(Framing::LengthNotANumber);
             };
             if length.is_some_and(|m| m != n) {
-                return bad("the request has two different Content-Length values; send one");
+                return bad(Framing::TwoLengths);
             }
             length = Some(n);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             if !http11 {
-                return bad(
-                    "Transfer-Encoding is not allowed in HTTP/1.0; use HTTP/1.1 or Content-Length",
-                );
+                return bad(Framing::TransferEncodingInHttp10);
             }
             chunked = Some(last_coding_is_chunked(h.value));
         } else if h.name.eq_ignore_ascii_case("upgrade") {
@@ -441,11 +413,9 @@ fn parse(bytes: &[u8], max_head: usize) -> Parsed {
         }
     }
     let body = match (chunked, length) {
-        (Some(_), Some(_)) => {
-            return bad("the request has both Content-Length and Transfer-Encoding, the shape of request smuggling (RFC 9112 6.3); send one of them")
-        }
+        (Some(_), Some(_)) => return bad(Framing::LengthAndTransferEncoding),
         (Some(false), None) => {
-            return bad("Transfer-Encoding must end with chunked (RFC 9112 6.3)");
+            return bad(Framing::ChunkedNotLast);
         }
         _ if req.method == Some("CONNECT") || upgrade => Body::Through,
         (Some(true), None) => Body::Chunked,

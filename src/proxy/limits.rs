@@ -1,8 +1,13 @@
-//! Limits and timeouts: every bound keyhole puts on a peer, with its
-//! default. Each has a `keyhole run` flag of the same name. The upstream
-//! connect and TLS timeouts live with the dialer ([`super::resolve::Resolver`]).
+//! Limits and timeouts: every bound keyhole puts on a peer, in one place,
+//! with its default and the reason for it.
+//!
+//! The ones users tune are fields of [`Limits`], each with a `keyhole run`
+//! flag of the same name; the rest are constants. Buffers private to one
+//! parser (the head guard's read sizes) stay beside that parser.
 
 use std::time::Duration;
+
+// --- client side ---
 
 /// Connections handled at once (client connections, and the tunnels and
 /// interceptions they open). Beyond it a new connection gets `503
@@ -20,8 +25,46 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// HTTP/2 streams a client may open at once on one intercepted connection.
 pub const HTTP2_MAX_STREAMS: u32 = 100;
+/// Longest wait for the first byte inside a new tunnel (the start of a TLS
+/// ClientHello). A client that opens a tunnel and says nothing is closed.
+pub const PEEK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for the client's side of a TLS handshake with keyhole.
+pub const CLIENT_TLS_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait, after shutdown is asked for, for requests in flight.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long a refusal written to a connection that has no HTTP server on it
+/// (over the connection limit, non-TLS bytes in a tunnel) may take.
+pub const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Back-off after a failed `accept` (out of file descriptors and the like),
+/// so the accept loop waits instead of spinning.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
-/// The bounds in force.
+// --- upstream side ---
+
+/// Longest wait for the system resolver.
+pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait for a TCP connection to an upstream (`--connect-timeout`).
+pub const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for an upstream TLS handshake (`--tls-timeout`).
+pub const UPSTREAM_TLS_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for an upstream's response headers. Generous: a
+/// non-streaming model API call sends its headers only when the whole
+/// answer is ready, which can take minutes.
+pub const RESPONSE_HEADER_TIMEOUT: Duration = Duration::from_secs(300);
+/// Longest wait for the upstream's answer to a WebSocket upgrade request.
+pub const UPGRADE_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an idle pooled upstream connection is kept.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Idle pooled connections kept per upstream. A pool smaller than the
+/// number of requests a client keeps in flight closes and reopens upstream
+/// connections on every burst: with 32, fifty concurrent plain-HTTP
+/// clients made keyhole open one upstream connection per eleven requests
+/// (benches/proxy). 256 covers what agents and load tests drive; idle
+/// sockets still close after [`POOL_IDLE_TIMEOUT`], and an idle TLS
+/// connection costs about 30 KiB, so a full pool for one host is ~8 MiB.
+pub const POOL_MAX_IDLE_PER_HOST: usize = 256;
+
+/// The bounds users tune, as `keyhole run` was given them.
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// See [`MAX_CONNECTIONS`].
@@ -34,8 +77,12 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// See [`HTTP2_MAX_STREAMS`].
     pub http2_max_streams: u32,
-    /// See [`super::relay::RESPONSE_HEADER_TIMEOUT`].
+    /// See [`RESPONSE_HEADER_TIMEOUT`].
     pub response_header_timeout: Duration,
+    /// See [`DIAL_TIMEOUT`].
+    pub connect_timeout: Duration,
+    /// See [`UPSTREAM_TLS_TIMEOUT`].
+    pub tls_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -46,7 +93,21 @@ impl Default for Limits {
             header_read_timeout: HEADER_READ_TIMEOUT,
             idle_timeout: IDLE_TIMEOUT,
             http2_max_streams: HTTP2_MAX_STREAMS,
-            response_header_timeout: super::relay::RESPONSE_HEADER_TIMEOUT,
+            response_header_timeout: RESPONSE_HEADER_TIMEOUT,
+            connect_timeout: DIAL_TIMEOUT,
+            tls_timeout: UPSTREAM_TLS_TIMEOUT,
+        }
+    }
+}
+
+// === impl Limits ===
+
+impl Limits {
+    /// How client HTTP/1.1 connections are read.
+    pub fn http1(&self) -> super::server::Http1Limits {
+        super::server::Http1Limits {
+            header_read_timeout: self.header_read_timeout,
+            max_header_bytes: self.max_header_bytes,
         }
     }
 }

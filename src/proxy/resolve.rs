@@ -1,17 +1,12 @@
-//! Name resolution: `--resolve HOST:PORT:ADDR` pins first, then the
-//! system resolver.
-//!
-//! The connector resolves a destination exactly once and dials the
-//! addresses it got, so nothing can change between the lookup and the dial.
+//! Name lookup: `--resolve HOST:PORT:ADDR` pins first, then the system
+//! resolver. Lookup only: which of the answers may be dialled, and the
+//! dialling itself, belong to [`super::upstream::Dialer`].
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
 
+use super::limits::RESOLVE_TIMEOUT;
 use crate::host::{Host, HostKind};
-
-/// Longest wait for the system resolver.
-pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why a `--resolve` entry was refused.
 #[derive(Debug, thiserror::Error)]
@@ -22,15 +17,15 @@ pub struct ResolveArgError {
 }
 
 /// Why a name could not be resolved.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ResolveError {
     /// The resolver failed or knows no such name.
     #[error("cannot resolve {host}: {source}")]
     Lookup {
         /// The name.
         host: String,
-        /// What the resolver said.
-        source: std::io::Error,
+        /// What the resolver said (shared: the error is cloned into responses).
+        source: std::sync::Arc<std::io::Error>,
     },
     /// The resolver answered nothing.
     #[error("{host} resolves to no address")]
@@ -46,35 +41,16 @@ pub enum ResolveError {
     },
 }
 
-/// Pinned addresses, by normalised host and port.
-#[derive(Debug)]
-pub struct Resolver {
-    pins: HashMap<(String, u16), Vec<IpAddr>>,
-    /// Which resolved addresses may be dialled.
-    pub guard: super::destination::Guard,
-    /// Longest wait for a TCP connection to an upstream.
-    pub connect_timeout: std::time::Duration,
-    /// Longest wait for an upstream TLS handshake.
-    pub tls_timeout: std::time::Duration,
-}
+/// Pinned addresses (`--resolve`), by normalised host and port.
+#[derive(Debug, Default)]
+pub struct Pins(HashMap<(String, u16), Vec<IpAddr>>);
 
-impl Default for Resolver {
-    fn default() -> Self {
-        Resolver {
-            pins: HashMap::new(),
-            guard: Default::default(),
-            connect_timeout: super::upstream::CONNECT_TIMEOUT,
-            tls_timeout: super::upstream::TLS_TIMEOUT,
-        }
-    }
-}
+// === impl Pins ===
 
-// === impl Resolver ===
-
-impl Resolver {
+impl Pins {
     /// Parses `--resolve` entries (`HOST:PORT:ADDR`, ADDR possibly a
     /// bracketed IPv6 address or a comma-separated list, as curl allows).
-    pub fn from_args(entries: &[String]) -> Result<Resolver, ResolveArgError> {
+    pub fn from_args(entries: &[String]) -> Result<Pins, ResolveArgError> {
         let mut pins: HashMap<(String, u16), Vec<IpAddr>> = HashMap::new();
         for entry in entries {
             let err = |reason| ResolveArgError {
@@ -102,16 +78,13 @@ impl Resolver {
                 .or_default()
                 .extend(list);
         }
-        Ok(Resolver {
-            pins,
-            ..Resolver::default()
-        })
+        Ok(Pins(pins))
     }
 
     /// The addresses to dial for `host:port`: a pin, the literal address,
-    /// or one system lookup.
-    pub async fn resolve(&self, host: &Host, port: u16) -> Result<Vec<SocketAddr>, ResolveError> {
-        if let Some(ips) = self.pins.get(&(host.as_str().to_owned(), port)) {
+    /// or one system lookup within [`RESOLVE_TIMEOUT`].
+    pub async fn lookup(&self, host: &Host, port: u16) -> Result<Vec<SocketAddr>, ResolveError> {
+        if let Some(ips) = self.0.get(&(host.as_str().to_owned(), port)) {
             return Ok(ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect());
         }
         match host.kind() {
@@ -123,7 +96,10 @@ impl Resolver {
         let lookup = tokio::net::lookup_host((name.clone(), port));
         match tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await {
             Err(_) => Err(ResolveError::Timeout { host: name }),
-            Ok(Err(source)) => Err(ResolveError::Lookup { host: name, source }),
+            Ok(Err(source)) => Err(ResolveError::Lookup {
+                host: name,
+                source: source.into(),
+            }),
             Ok(Ok(addrs)) => {
                 let addrs: Vec<SocketAddr> = addrs.collect();
                 if addrs.is_empty() {
@@ -142,21 +118,21 @@ mod tests {
 
     #[tokio::test]
     async fn pins_literals_and_refusals() {
-        let r = Resolver::from_args(&[
+        let r = Pins::from_args(&[
             "API.example.com:443:127.0.0.1".into(),
             "v6.test:8443:[::1],127.0.0.2".into(),
         ])
         .unwrap();
         let h = Host::parse("api.example.com").unwrap();
         assert_eq!(
-            r.resolve(&h, 443).await.unwrap(),
+            r.lookup(&h, 443).await.unwrap(),
             ["127.0.0.1:443".parse().unwrap()]
         );
         let v6 = Host::parse("v6.test").unwrap();
-        assert_eq!(r.resolve(&v6, 8443).await.unwrap().len(), 2);
+        assert_eq!(r.lookup(&v6, 8443).await.unwrap().len(), 2);
         let ip = Host::parse("0x7f.1").unwrap();
         assert_eq!(
-            r.resolve(&ip, 80).await.unwrap(),
+            r.lookup(&ip, 80).await.unwrap(),
             ["127.0.0.1:80".parse().unwrap()]
         );
         for bad in [
@@ -165,7 +141,7 @@ mod tests {
             "a.com:443:nope",
             "%:443:127.0.0.1",
         ] {
-            assert!(Resolver::from_args(&[bad.into()]).is_err(), "{bad}");
+            assert!(Pins::from_args(&[bad.into()]).is_err(), "{bad}");
         }
     }
 }

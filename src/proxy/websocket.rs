@@ -7,8 +7,6 @@
 //! unchanged: keyhole does not look inside WebSocket frames.
 //! Upgrades to anything but `websocket` (such as `h2c`) are refused.
 
-use std::time::Duration;
-
 use http::header::{HeaderValue, CONNECTION, HOST, UPGRADE};
 use http::request::Parts;
 use http::{Request, Response, StatusCode, Uri, Version};
@@ -18,13 +16,11 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
 use super::body::{BodyError, ProxyBody};
-use super::respond::Refusal;
-use super::upstream::open_tls;
+use super::limits::UPGRADE_RESPONSE_TIMEOUT;
+use super::relay::error_chain;
+use super::respond::ProxyError;
 use super::Proxy;
 use crate::host::Authority;
-
-/// Longest wait for the upstream's answer to an upgrade request.
-pub const UPGRADE_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What a request asks for by `Upgrade`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,16 +62,16 @@ pub async fn relay(
     mut parts: Parts,
     body: Incoming,
     client: OnUpgrade,
-) -> Response<ProxyBody> {
+) -> Result<Response<ProxyBody>, ProxyError> {
     let port = target.port.unwrap_or(443);
-    let tls = match open_tls(&proxy.resolver, &proxy.ws_tls, target, port).await {
-        Ok(t) => t,
-        Err(e) => return e.refusal().into_response(),
+    let tls = proxy.dialer.open_tls(&proxy.ws_tls, target, port).await?;
+    let failed = |e: hyper::Error| ProxyError::UpgradeFailed {
+        host: target.host.clone(),
+        chain: error_chain(&e),
     };
-    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(tls)).await {
-        Ok(pair) => pair,
-        Err(e) => return failed(target, &e),
-    };
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .map_err(failed)?;
     tokio::spawn(async move {
         let _ = conn.with_upgrades().await;
     });
@@ -85,17 +81,7 @@ pub async fn relay(
         format!("{}:{port}", target.host)
     };
     let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    parts.uri = match Uri::try_from(pq) {
-        Ok(u) => u,
-        Err(_) => {
-            return Refusal::new(
-                StatusCode::BAD_REQUEST,
-                "http_request_error",
-                "the request target is not valid",
-            )
-            .into_response()
-        }
-    };
+    parts.uri = Uri::try_from(pq).map_err(|_| ProxyError::InvalidTarget)?;
     parts.version = Version::HTTP_11;
     if let Ok(h) = HeaderValue::from_str(&host) {
         parts.headers.insert(HOST, h);
@@ -105,23 +91,13 @@ pub async fn relay(
         .insert(CONNECTION, HeaderValue::from_static("upgrade"));
     parts.headers.insert(UPGRADE, upgrade);
     let req = Request::from_parts(parts, body);
-    let mut res =
-        match tokio::time::timeout(UPGRADE_RESPONSE_TIMEOUT, sender.send_request(req)).await {
-            Err(_) => {
-                return Refusal::new(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "http_response_timeout",
-                    format!(
-                        "{} did not answer the upgrade within {}s",
-                        target.host,
-                        UPGRADE_RESPONSE_TIMEOUT.as_secs()
-                    ),
-                )
-                .into_response()
-            }
-            Ok(Err(e)) => return failed(target, &e),
-            Ok(Ok(res)) => res,
-        };
+    let mut res = tokio::time::timeout(UPGRADE_RESPONSE_TIMEOUT, sender.send_request(req))
+        .await
+        .map_err(|_| ProxyError::UpgradeTimeout {
+            host: target.host.clone(),
+            after: UPGRADE_RESPONSE_TIMEOUT,
+        })?
+        .map_err(failed)?;
     if res.status() == StatusCode::SWITCHING_PROTOCOLS {
         let upstream = hyper::upgrade::on(&mut res);
         let host = target.host.clone();
@@ -140,18 +116,5 @@ pub async fn relay(
             }
         });
     }
-    res.map(|b| b.map_err(|e| Box::new(e) as BodyError).boxed())
-}
-
-fn failed(target: &Authority, e: &hyper::Error) -> Response<ProxyBody> {
-    Refusal::new(
-        StatusCode::BAD_GATEWAY,
-        "http_upgrade_failed",
-        format!(
-            "the upgrade exchange with {} failed: {}",
-            target.host,
-            super::relay::error_chain(e)
-        ),
-    )
-    .into_response()
+    Ok(res.map(|b| b.map_err(|e| Box::new(e) as BodyError).boxed()))
 }

@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{upstream, CertificateAuthority, TlsError};
+use super::{roots, CertificateAuthority, TlsError};
 use crate::state;
 
 /// File name of the bundle in the state directory.
@@ -22,7 +22,7 @@ pub fn write_bundle(state_dir: &Path, ca: &CertificateAuthority) -> Result<PathB
     if !text.ends_with('\n') {
         text.push('\n');
     }
-    text.push_str(&upstream::system_roots_pem());
+    text.push_str(&roots::system_roots_pem());
     let path = bundle_path(state_dir);
     state::write_atomic(&path, text.as_bytes(), 0o644)?;
     Ok(path)
@@ -52,7 +52,7 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(&certs[0], ca.cert_der());
-        let system = upstream::system_roots_pem();
+        let system = roots::system_roots_pem();
         let system_count = CertificateDer::pem_slice_iter(system.as_bytes()).count();
         assert_eq!(certs.len(), 1 + system_count);
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;

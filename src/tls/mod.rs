@@ -6,7 +6,7 @@
 //! - [`leaf`]: per-host leaf certificates, all on one start-up key distinct
 //!   from the CA's, cached (bounded, single-flight on misses, reissued after
 //!   a week), with an IP SAN for IP hosts and a DNS SAN for names.
-//! - [`upstream`]: the client configuration towards real servers: the
+//! - [`roots`]: the client configuration towards real servers: the
 //!   system's roots plus `--upstream-ca`.
 //! - [`bundle`]: the CA bundle handed to sandboxes: keyhole's CA followed
 //!   by the system roots, because tunnelled hosts show their real
@@ -19,7 +19,7 @@
 pub mod bundle;
 pub mod ca;
 pub mod leaf;
-pub mod upstream;
+pub mod roots;
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};

@@ -29,7 +29,11 @@ async fn through(input: &[u8], step: usize) -> (Vec<u8>, Vec<Option<u16>>) {
         }
     }
     let verdicts = (0..guard.heads)
-        .map(|_| checks.refusal_for_next_request().map(|r| r.status.as_u16()))
+        .map(|_| {
+            checks
+                .refusal_for_next_request()
+                .map(|r| r.status().as_u16())
+        })
         .collect();
     (out, verdicts)
 }

@@ -242,7 +242,7 @@ async fn real_handshake_for_an_ip_and_through_upstream_ca() {
 
     // keyhole's own upstream config, given the CA through --upstream-ca.
     let pem = CertificateAuthority::cert_path(f.dir.path());
-    let upstream = crate::tls::upstream::client_config(&[pem]).unwrap();
+    let upstream = crate::tls::roots::client_config(&[pem]).unwrap();
     let addr = serve(f.cache.clone(), "api.example.com").await;
     let name = ServerName::try_from("api.example.com").unwrap();
     let tls = connect(upstream, addr, name).await.unwrap();

@@ -1,0 +1,421 @@
+//! One exchange: a request from the sandbox, and the answer it gets back.
+//!
+//! Every request keyhole relays goes through [`run`], whether it came
+//! through an intercepted tunnel or as a plain `http://` request. The
+//! stages, in order, each a function below:
+//!
+//! 1. **check**: the request names the destination it was sent to (inside
+//!    a tunnel), is not a nested CONNECT or an upgrade other than
+//!    WebSocket, and egress allows the host;
+//! 2. **substitute**: in header values, placeholders of the credentials
+//!    allowed here become their secrets (over HTTPS only);
+//! 3. **audit**: every placeholder found is counted, logged by credential
+//!    id (never a value) and recorded in the audit log;
+//! 4. **send**: the request goes to the destination, its body substituted
+//!    as it streams; a WebSocket upgrade goes on a connection of its own;
+//! 5. **scrub**: secrets in the answer become their placeholders again;
+//! 6. **log**: one line per request.
+//!
+//! A stage that refuses returns a [`ProxyError`]; [`run`] counts it by
+//! type and answers it. Trade-off: the stages share one small state
+//! struct rather than being separate services, so that the common path
+//! (no placeholder anywhere) costs a few branches and no allocation.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{HeaderValue, ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_LENGTH};
+use http::request::Parts;
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use super::body::{BodyError, ProxyBody};
+use super::headers::{strip_hop_by_hop, strip_host};
+use super::respond::{BadHost, ProxyError};
+use super::websocket::{self, upgrade_kind, UpgradeKind};
+use super::{counters, relay, Counters, Proxy, Snapshot};
+use crate::audit::{self, Location, Reason, Target};
+use crate::host::{Authority, Host};
+use crate::substitute::bodies::BodyEvents;
+use crate::substitute::HeaderReport;
+
+/// Where an exchange's requests go, fixed before the request is read.
+#[derive(Debug, Clone)]
+pub struct Destination {
+    /// The host: the CONNECT authority's, or the absolute URI's.
+    pub host: Host,
+    /// The port.
+    pub port: u16,
+    /// How keyhole reaches it.
+    pub scheme: Scheme,
+}
+
+/// How the destination is reached, which decides whether secrets may go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// TLS verified for the host, from an intercepted tunnel whose requests
+    /// must each name the tunnel's host. Secrets may be substituted.
+    Https,
+    /// Plain `http://`: forwarded, never substituted.
+    Http,
+}
+
+/// The state one exchange's stages share.
+struct Exchange<'a> {
+    proxy: &'a Proxy,
+    dest: &'a Destination,
+    snapshot: Arc<Snapshot>,
+    method: Method,
+    /// Credentials whose placeholder a header carried as a secret.
+    substituted: Vec<u32>,
+}
+
+/// Runs one exchange to its answer: the upstream's, or keyhole's own.
+pub async fn run(proxy: &Proxy, dest: &Destination, req: Request<Incoming>) -> Response<ProxyBody> {
+    let start = Instant::now();
+    let mut ex = Exchange {
+        proxy,
+        dest,
+        snapshot: proxy.snapshot(),
+        method: req.method().clone(),
+        substituted: Vec::new(),
+    };
+    let (res, error) = match ex.relay(req).await {
+        Ok(res) => (res, None),
+        Err(e) => {
+            let error = e.error_type();
+            proxy.counters.error(error);
+            let status = e.status().as_u16();
+            if e.status().is_client_error() {
+                tracing::warn!(method = %ex.method, host = %dest.host, status, "request refused: {}", e.message());
+            } else {
+                tracing::warn!(method = %ex.method, host = %dest.host, status, "request failed: {}", e.message());
+            }
+            (e.into_response(), Some(error.as_str()))
+        }
+    };
+    proxy.counters.status(res.status());
+    ex.log(&res, start, error);
+    res
+}
+
+// === impl Exchange ===
+
+impl Exchange<'_> {
+    /// Stages 1 to 5.
+    async fn relay(
+        &mut self,
+        mut req: Request<Incoming>,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let upgrade = self.check(&req)?;
+        let client_upgrade = match upgrade {
+            UpgradeKind::WebSocket(_) => Some(hyper::upgrade::on(&mut req)),
+            _ => None,
+        };
+        let snapshot = self.snapshot.clone();
+        let allowed = snapshot.policy.credentials_for(&self.dest.host);
+        let (mut parts, body) = req.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        strip_host(&mut parts.headers);
+        let report = self.substitute(&mut parts.headers, allowed)?;
+        let target = self.audit_headers(&report, allowed, &parts);
+        if let (UpgradeKind::WebSocket(protocol), Some(on_upgrade)) = (upgrade, client_upgrade) {
+            let authority = Authority {
+                host: self.dest.host.clone(),
+                port: Some(self.dest.port),
+            };
+            return websocket::relay(self.proxy, &authority, protocol, parts, body, on_upgrade)
+                .await;
+        }
+        let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        parts.uri = self.upstream_uri(pq)?;
+        // The upstream leg's version follows the upstream's ALPN, not the client's.
+        parts.version = Version::HTTP_11;
+        let (body, body_secret) = self.request_body(&mut parts.headers, body, allowed, target);
+        // After a secret was sent, ask for an uncompressed answer, which
+        // keyhole can scrub.
+        let secret_sent = !report.substituted.is_empty() || body_secret;
+        if secret_sent {
+            parts
+                .headers
+                .insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+        }
+        let res = relay::send(self.proxy, Request::from_parts(parts, body)).await?;
+        match self.dest.scheme {
+            Scheme::Https => self.scrub(res, secret_sent),
+            Scheme::Http => Ok(res),
+        }
+    }
+
+    /// Stage 1: the request may go where it asks to.
+    fn check(&self, req: &Request<Incoming>) -> Result<UpgradeKind, ProxyError> {
+        // Plain http:// requests are forwarded with their upgrade headers
+        // stripped as hop-by-hop; upgrades are relayed only inside
+        // intercepted tunnels.
+        let mut upgrade = UpgradeKind::None;
+        if self.dest.scheme == Scheme::Https {
+            names_the_destination(self.dest, req)?;
+            if req.method() == Method::CONNECT {
+                return Err(ProxyError::NestedConnect);
+            }
+            upgrade = upgrade_kind(req);
+            if upgrade == UpgradeKind::Other {
+                return Err(ProxyError::UnsupportedUpgrade);
+            }
+        }
+        if !self.snapshot.policy.egress_allows(&self.dest.host) {
+            Counters::add(&self.proxy.counters.denied, 1);
+            return Err(ProxyError::EgressDenied {
+                host: self.dest.host.clone(),
+            });
+        }
+        Ok(upgrade)
+    }
+
+    /// Stage 2: header placeholders of allowed credentials become secrets
+    /// over HTTPS; over plain HTTP every placeholder passes.
+    fn substitute(
+        &mut self,
+        headers: &mut HeaderMap,
+        allowed: &[u32],
+    ) -> Result<HeaderReport, ProxyError> {
+        let may_substitute = match self.dest.scheme {
+            Scheme::Https => allowed,
+            Scheme::Http => &[],
+        };
+        let report = self
+            .snapshot
+            .substitutions
+            .headers(headers, may_substitute)?;
+        let counters = &self.proxy.counters;
+        Counters::add(&counters.requests, 1);
+        Counters::add(&counters.substituted, report.substituted.len());
+        Counters::add(&counters.passed, report.passed.len());
+        for &i in &report.substituted {
+            counters.substituted_for(self.credential_id(i), 1);
+        }
+        self.substituted.clone_from(&report.substituted);
+        Ok(report)
+    }
+
+    /// Stage 3 for headers: logs each passed placeholder with its reason,
+    /// and records every placeholder in the audit log. Returns what body
+    /// records need, when there is an audit log.
+    fn audit_headers(
+        &self,
+        report: &HeaderReport,
+        allowed: &[u32],
+        parts: &Parts,
+    ) -> Option<Target> {
+        let policy = &self.snapshot.policy;
+        let plaintext = self.dest.scheme == Scheme::Http;
+        let reason = |i: u32| {
+            let header_on = policy
+                .credential(i)
+                .and_then(|c| c.environment_variable())
+                .is_some_and(|a| a.injection_location.header);
+            Reason::for_passed(allowed.contains(&i), plaintext, header_on)
+        };
+        for &i in &report.passed {
+            let credential = self.credential_id(i);
+            tracing::warn!(credential, host = %self.dest.host, "{}", reason(i).warning());
+        }
+        let log = self.proxy.audit.as_ref()?;
+        let target = Target {
+            host: self.dest.host.clone(),
+            method: self.method.clone(),
+            path: audit::path_only(parts.uri.path_and_query().map_or("/", |p| p.as_str())),
+        };
+        for &i in &report.substituted {
+            log.placeholder(policy, &target, i, Location::Header, Reason::Allowed);
+        }
+        for &i in &report.passed {
+            log.placeholder(policy, &target, i, Location::Header, reason(i));
+        }
+        Some(target)
+    }
+
+    /// The absolute URI the upstream request goes to: always the checked
+    /// destination, whatever the request named.
+    fn upstream_uri(&self, path_and_query: &str) -> Result<Uri, ProxyError> {
+        let scheme = match self.dest.scheme {
+            Scheme::Https => "https",
+            Scheme::Http => "http",
+        };
+        let (host, port) = (&self.dest.host, self.dest.port);
+        Uri::try_from(format!("{scheme}://{host}:{port}{path_and_query}"))
+            .map_err(|_| ProxyError::InvalidTarget)
+    }
+
+    /// Stage 4's body: substituted as it streams where a credential allowed
+    /// here has body injection on (never in an encoded body, never over
+    /// plain HTTP). Returns the body and whether a secret may go in it.
+    fn request_body(
+        &self,
+        headers: &mut HeaderMap,
+        body: Incoming,
+        allowed: &[u32],
+        target: Option<Target>,
+    ) -> (ProxyBody, bool) {
+        let bodies = self.snapshot.substitutions.bodies();
+        let may_change = self.dest.scheme == Scheme::Https
+            && bodies.may_substitute(allowed)
+            && !hyper::body::Body::is_end_stream(&body);
+        let counters = &self.proxy.counters;
+        if is_encoded(headers) || self.dest.scheme == Scheme::Http {
+            if may_change {
+                Counters::add(&counters.encoded_bodies, 1);
+                tracing::warn!(host = %self.dest.host, "request body has a Content-Encoding: keyhole never alters an encoded body, so placeholders in it pass unchanged");
+            }
+            return (body.map_err(|e| Box::new(e) as BodyError).boxed(), false);
+        }
+        if may_change {
+            // The length may change: HTTP/1.1 re-frames as chunked, HTTP/2
+            // carries no length.
+            headers.remove(CONTENT_LENGTH);
+        }
+        let events = (may_change || target.is_some()).then(|| self.body_events(allowed, target));
+        let body = bodies
+            .request(body, allowed, counters.body.clone(), events)
+            .map_err(|e| Box::new(e) as BodyError)
+            .boxed();
+        (body, may_change)
+    }
+
+    /// Stage 3 for bodies: told of each placeholder a request body holds,
+    /// counts substitutions by credential and writes the audit log. Built
+    /// only when it has something to do, so a plain request pays for no
+    /// closure, clone or lock.
+    fn body_events(&self, allowed: &[u32], target: Option<Target>) -> BodyEvents {
+        let audit_log = self.proxy.audit.clone();
+        let by_credential = self.proxy.counters.by_credential.clone();
+        let snapshot = self.snapshot.clone();
+        let allowed = allowed.to_vec();
+        Arc::new(move |i: u32, substituted: bool| {
+            let policy = &snapshot.policy;
+            if substituted {
+                if let Some(c) = policy.credential(i) {
+                    counters::bump(&by_credential, &c.id, 1);
+                }
+            }
+            if let (Some(log), Some(target)) = (&audit_log, &target) {
+                let reason = match (substituted, allowed.contains(&i)) {
+                    (true, _) => Reason::Allowed,
+                    (false, true) => Reason::LocationDisabled,
+                    (false, false) => Reason::HostNotAllowed,
+                };
+                log.placeholder(policy, target, i, Location::Body, reason);
+            }
+        })
+    }
+
+    /// Stage 5: every form of every secret in the answer becomes its
+    /// placeholder form, header values at once, the body as it streams.
+    /// An encoded answer to a request that carried a secret cannot be
+    /// scrubbed and is refused; other encoded answers pass (no secret was
+    /// sent).
+    fn scrub(
+        &self,
+        res: Response<ProxyBody>,
+        secret_sent: bool,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let bodies = self.snapshot.substitutions.bodies();
+        let host = &self.dest.host;
+        let (mut parts, body) = res.into_parts();
+        let in_headers = bodies.scrub_headers(&mut parts.headers);
+        if in_headers > 0 {
+            Counters::add(&self.proxy.counters.scrubbed, in_headers);
+            tracing::warn!(%host, "a secret came back in a response header; the client sees its placeholder");
+        }
+        let encoded = is_encoded(&parts.headers);
+        if encoded && secret_sent {
+            return Err(ProxyError::EncodedResponse { host: host.clone() });
+        }
+        let bodiless = self.method == Method::HEAD
+            || parts.status.is_informational()
+            || parts.status == StatusCode::NO_CONTENT
+            || parts.status == StatusCode::NOT_MODIFIED;
+        if bodiless || encoded {
+            return Ok(Response::from_parts(parts, body));
+        }
+        parts.headers.remove(CONTENT_LENGTH);
+        let body = bodies
+            .response(body, self.proxy.counters.scrubbed.clone())
+            .boxed();
+        Ok(Response::from_parts(parts, body))
+    }
+
+    /// Stage 6: one line per request, with credential ids, never values.
+    fn log(&self, res: &Response<ProxyBody>, start: Instant, error: Option<&str>) {
+        let ids: Vec<&str> = self
+            .substituted
+            .iter()
+            .map(|&i| self.credential_id(i))
+            .collect();
+        let scheme = match self.dest.scheme {
+            Scheme::Https => "https",
+            Scheme::Http => "http",
+        };
+        tracing::info!(
+            method = %self.method,
+            host = %self.dest.host,
+            scheme,
+            status = res.status().as_u16(),
+            ms = start.elapsed().as_millis() as u64,
+            substituted = %ids.join(","),
+            error,
+            "request"
+        );
+    }
+
+    fn credential_id(&self, i: u32) -> &str {
+        self.snapshot
+            .policy
+            .credential(i)
+            .map_or("?", |c| c.id.as_str())
+    }
+}
+
+/// Whether a body is content-encoded (compressed): such bodies are never
+/// altered.
+fn is_encoded(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_ENCODING)
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
+}
+
+/// Every host the request names (`:authority` or the absolute URI, and
+/// `Host`) must be the destination host, on the destination port.
+fn names_the_destination(dest: &Destination, req: &Request<Incoming>) -> Result<(), ProxyError> {
+    let from_uri = req.uri().authority().map(|a| a.as_str());
+    let mut hosts = req.headers().get_all(http::header::HOST).iter();
+    let from_header = match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => return Err(ProxyError::Host(BadHost::Several)),
+        (Some(v), None) => Some(v.to_str().map_err(|_| ProxyError::Host(BadHost::Invalid))?),
+        _ => None,
+    };
+    if from_uri.is_none() && from_header.is_none() {
+        return Err(ProxyError::Host(BadHost::Missing));
+    }
+    let default_port = match dest.scheme {
+        Scheme::Https => 443,
+        Scheme::Http => 80,
+    };
+    for named in [from_uri, from_header].into_iter().flatten() {
+        let parsed = Authority::parse(named);
+        let same = parsed
+            .as_ref()
+            .is_ok_and(|a| a.host == dest.host && a.port.unwrap_or(default_port) == dest.port);
+        if !same {
+            // Only a normalised host is repeated, never the raw header.
+            let named = parsed.map_or_else(|_| "an invalid host".to_owned(), |a| a.to_string());
+            return Err(ProxyError::Misdirected {
+                tunnel: dest.host.clone(),
+                port: dest.port,
+                named,
+            });
+        }
+    }
+    Ok(())
+}
