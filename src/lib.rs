@@ -9,6 +9,8 @@
 //! - [`config`]: reading a JSON file into the model, reporting every problem.
 //! - [`policy`]: host normalisation, host patterns, the compiled matcher and
 //!   the per-host decision.
+//! - [`mcp`]: MCP server credentials: which one applies to a request, the
+//!   OAuth refresh exchange as bytes, and the live token of each.
 //! - [`cli`]: the command-line interface (`check`, `explain`, ...).
 //! - [`admin`]: the admin API (`--admin`): vault and credential endpoints,
 //!   `/healthz`, `/metrics`.
@@ -21,6 +23,7 @@ pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod logging;
+pub mod mcp;
 pub mod model;
 pub mod placeholder;
 pub mod policy;
