@@ -9,6 +9,8 @@
 //! - [`secret`]: the [`Secret`](secret::Secret) type.
 //! - [`host`]: host normalisation, host patterns and the compiled matcher.
 //! - [`model`]: validated credentials and the update semantics of the vault API.
+//! - [`mcp`]: MCP server credentials: which one applies to a request, the
+//!   OAuth refresh exchange as bytes, and the live token of each.
 //! - [`policy`]: the per-host decision (egress, which credentials apply)
 //!   and `explain`.
 //! - [`config`]: reading a JSON file into the model, reporting every problem.
@@ -34,6 +36,7 @@ pub mod cli;
 pub mod config;
 pub mod host;
 pub mod logging;
+pub mod mcp;
 pub mod model;
 pub mod placeholder;
 pub mod policy;

@@ -16,9 +16,10 @@ use std::path::Path;
 use serde_json::{json, Map, Value};
 use time::OffsetDateTime;
 
-use super::error::relative;
+use super::error::{relative, ApiError};
 use crate::config::{self, Sources};
-use crate::model::{rules, Auth, Credential, Problems};
+use crate::mcp;
+use crate::model::{rules, Auth, Config, Credential, Problems};
 
 /// Fields of a credential create body (vault API).
 const CREDENTIAL_FIELDS: [&str; 3] = ["auth", "display_name", "metadata"];
@@ -94,6 +95,22 @@ pub fn credential(
     problems.into_result(credential)
 }
 
+/// The vault API's `409`: `c`'s vault already has an active credential for
+/// the same MCP server (origin and path prefix, normalised). Checked
+/// before the edit, so that the whole-file validation's `400` for the same
+/// duplicate is never what the client sees. A duplicate in another vault
+/// is not the API's conflict; keyhole refuses it too, with that `400`
+/// ([`crate::config::validate`]), because it cannot choose between them.
+pub fn conflict(config: &Config, c: &Credential) -> Result<(), ApiError> {
+    match mcp::same_server_in_vault(&config.vaults, &config.credentials, c) {
+        Some(other) => Err(ApiError::Conflict(format!(
+            "vault {:?} already has a credential for this MCP server ({:?}); update that credential's tokens instead, or archive it first",
+            c.vault_id, other.id
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Drops the ` (line N)` that file problems end with: the body is not a file.
 fn without_lines(problems: Problems) -> Problems {
     let mut out = Problems::new();
@@ -154,6 +171,40 @@ mod tests {
         assert!(out[0].starts_with("auth.type: "), "{out:?}");
         assert!(!out[0].contains("(line"), "{out:?}");
         assert!(run(json!([1])).is_err());
+    }
+
+    #[test]
+    fn a_second_credential_for_one_mcp_server_in_a_vault_is_a_conflict() {
+        let mut config = crate::mcp::test_config(
+            r#"{"vaults": [{"id": "vlt_x"}, {"id": "vlt_y"}], "credentials": [
+                {"id": "vcrd_first", "vault_id": "vlt_x", "auth": {"type": "static_bearer",
+                 "mcp_server_url": "https://mcp.example.com/sse", "token": "t"}}]}"#,
+        );
+        let same = json!({"auth": {"type": "mcp_oauth", "mcp_server_url": "https://MCP.example.com:443/sse/",
+            "access_token": "a"}});
+        let c = run(same.clone()).unwrap();
+        let e = conflict(&config, &c).unwrap_err();
+        assert_eq!(e.status(), http::StatusCode::CONFLICT);
+        let body = e.body();
+        assert_eq!(body["error"]["type"], "invalid_request_error");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.starts_with(
+                "vault \"vlt_x\" already has a credential for this MCP server (\"vcrd_first\")"
+            ),
+            "{message}"
+        );
+        // Another path, or another vault: no conflict.
+        let other = run(json!({"auth": {"type": "static_bearer",
+            "mcp_server_url": "https://mcp.example.com/sse2", "token": "t"}}))
+        .unwrap();
+        assert!(conflict(&config, &other).is_ok());
+        let mut elsewhere = c.clone();
+        elsewhere.vault_id = "vlt_y".into();
+        assert!(conflict(&config, &elsewhere).is_ok());
+        // An archived credential holds nothing.
+        config.credentials[0].archived_at = Some("2026-01-01T00:00:00Z".into());
+        assert!(conflict(&config, &c).is_ok());
     }
 
     #[test]

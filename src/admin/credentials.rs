@@ -63,6 +63,7 @@ pub async fn create(admin: &Admin, vault_id: &str, body: &[u8]) -> Result<Value,
                 id = stamp::new_id("vcrd_")?;
             }
             let c = create::credential(&body, &id, vault_id, now, &at)?;
+            create::conflict(config, &c)?;
             index = Some(config.credentials.len());
             e.put_credential(&c);
             Ok(c)

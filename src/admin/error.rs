@@ -23,6 +23,13 @@ pub enum ApiError {
     /// 404 `not_found_error`.
     #[error("{0}")]
     NotFound(String),
+    /// 409 `invalid_request_error`: the request conflicts with what is
+    /// stored (a vault's second credential for one MCP server), as the
+    /// vault API answers. The envelope keeps `invalid_request_error`: the
+    /// SDKs' published error types (`ErrorType` in anthropic 2.14) have no
+    /// conflict type, and they raise their `ConflictError` from the status.
+    #[error("{0}")]
+    Conflict(String),
     /// 405 `invalid_request_error`: the path exists, the method does not.
     #[error("{method} is not allowed on {path}; see the admin API's endpoints in the README")]
     MethodNotAllowed {
@@ -76,6 +83,7 @@ impl ApiError {
             ApiError::Invalid(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -85,7 +93,9 @@ impl ApiError {
     /// The envelope's `error.type`.
     pub fn error_type(&self) -> &'static str {
         match self {
-            ApiError::Invalid(_) | ApiError::MethodNotAllowed { .. } => "invalid_request_error",
+            ApiError::Invalid(_) | ApiError::Conflict(_) | ApiError::MethodNotAllowed { .. } => {
+                "invalid_request_error"
+            }
             ApiError::Unauthenticated => "authentication_error",
             ApiError::NotFound(_) => "not_found_error",
             ApiError::TooLarge { .. } => "request_too_large",
@@ -166,6 +176,9 @@ mod tests {
             ApiError::TooLarge { limit: 1 }.status(),
             StatusCode::PAYLOAD_TOO_LARGE
         );
+        let conflict = ApiError::Conflict("taken".into());
+        assert_eq!(conflict.status(), StatusCode::CONFLICT);
+        assert_eq!(conflict.body()["error"]["type"], "invalid_request_error");
     }
 
     #[test]

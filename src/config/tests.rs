@@ -406,3 +406,111 @@ fn a_secret_of_the_wrong_type_is_not_echoed() {
         );
     }
 }
+
+/// A `static_bearer` credential for `url` in `vault` (`vlt_local` or `vlt_b`).
+fn bearer_in(vault: &str, url: &str) -> String {
+    format!(
+        r#"{{"vault_id": "{vault}", "auth": {{"type": "static_bearer", "mcp_server_url": "{url}", "token": "t"}}}}"#
+    )
+}
+
+fn with_vaults(credentials: &[String]) -> String {
+    format!(
+        r#"{{"vaults": [{{"id": "vlt_local"}}, {{"id": "vlt_b"}}, {{"id": "vlt_old", "archived_at": "2026-01-01T00:00:00Z"}}],
+            "credentials": [{}]}}"#,
+        credentials.join(",")
+    )
+}
+
+#[test]
+fn mcp_server_urls_keyhole_cannot_match_are_refused() {
+    let e = bad(&with_vaults(&[
+        bearer_in("vlt_local", "https://a.example.com/sse?key=1"),
+        bearer_in("vlt_local", "https://b.example.com/sse#x"),
+        bearer_in("vlt_local", "https://user:hunter2@c.example.com/"),
+        bearer_in("vlt_local", "https://d.example.com/sse/../admin"),
+        bearer_in("vlt_local", "e.example.com"),
+    ]));
+    assert_eq!(e.len(), 5, "{e:#?}");
+    assert!(
+        e[0].starts_with("credentials[0].auth.mcp_server_url: has a query"),
+        "{e:#?}"
+    );
+    assert!(
+        e[1].starts_with("credentials[1].auth.mcp_server_url: has a fragment"),
+        "{e:#?}"
+    );
+    assert!(
+        e[2].starts_with("credentials[2].auth.mcp_server_url: holds a user name or password"),
+        "{e:#?}"
+    );
+    assert!(!e[2].contains("hunter2"), "{e:#?}");
+    assert!(
+        e[3].starts_with("credentials[3].auth.mcp_server_url: has a path with '.'"),
+        "{e:#?}"
+    );
+    assert!(e[4].contains("is not an http(s) URL"), "{e:#?}");
+}
+
+#[test]
+fn mcp_tokens_must_fit_in_a_header() {
+    let e = bad(r#"{"credentials": [
+        {"auth": {"type": "static_bearer", "mcp_server_url": "https://a.example.com/", "token": "tok\u0001en"}},
+        {"auth": {"type": "mcp_oauth", "mcp_server_url": "https://b.example.com/", "access_token": "at\u007f"}}
+    ]}"#);
+    assert_eq!(e.len(), 2, "{e:#?}");
+    assert!(
+        e[0].starts_with("credentials[0].auth.token: holds a control character"),
+        "{e:#?}"
+    );
+    assert!(
+        e[1].starts_with("credentials[1].auth.access_token: holds a control character"),
+        "{e:#?}"
+    );
+}
+
+#[test]
+fn one_vault_has_one_credential_per_mcp_server() {
+    // "/sse" and "/sse/" (and the explicit default port) are the same server.
+    let e = bad(&with_vaults(&[
+        bearer_in("vlt_local", "https://mcp.example.com/sse"),
+        bearer_in("vlt_local", "https://MCP.example.com:443/sse/"),
+    ]));
+    assert_eq!(
+        e,
+        [
+            "credentials[1].auth.mcp_server_url: vault \"vlt_local\" already has a credential for this MCP server (credentials[0].auth.mcp_server_url, the same https://mcp.example.com/sse after normalising); keep one: update that credential's tokens instead, or archive one of them"
+        ]
+    );
+}
+
+#[test]
+fn two_vaults_cannot_share_an_mcp_server_prefix() {
+    let e = bad(&with_vaults(&[
+        bearer_in("vlt_local", "https://mcp.example.com/sse"),
+        bearer_in("vlt_b", "https://mcp.example.com/sse/"),
+    ]));
+    assert_eq!(e.len(), 1, "{e:#?}");
+    assert!(
+        e[0].starts_with("credentials[1].auth.mcp_server_url: credentials[0].auth.mcp_server_url (vault \"vlt_local\") is for the same MCP server (https://mcp.example.com/sse after normalising); keyhole serves every vault at once"),
+        "{e:#?}"
+    );
+}
+
+#[test]
+fn distinct_mcp_prefixes_and_inactive_duplicates_are_fine() {
+    // Different lengths: the longest prefix chooses. Other scheme or port:
+    // another origin. Archived credentials and vaults do not count.
+    let mut archived = bearer_in("vlt_local", "https://mcp.example.com/sse");
+    archived.insert_str(1, r#""archived_at": "2026-01-01T00:00:00Z", "#);
+    let c = ok(&with_vaults(&[
+        bearer_in("vlt_local", "https://mcp.example.com/sse"),
+        bearer_in("vlt_local", "https://mcp.example.com/"),
+        bearer_in("vlt_b", "https://mcp.example.com/sse/x"),
+        bearer_in("vlt_b", "http://mcp.example.com/sse"),
+        bearer_in("vlt_b", "https://mcp.example.com:8443/sse"),
+        archived,
+        bearer_in("vlt_old", "https://mcp.example.com/sse"),
+    ]));
+    assert_eq!(c.credentials.len(), 7);
+}

@@ -1,11 +1,12 @@
 //! From raw serde structs to the validated model, collecting every problem.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use super::raw::*;
 use super::Sources;
 use crate::host::HostPattern;
+use crate::mcp::{self, McpTarget};
 use crate::model::problem::{field, index};
 use crate::model::rules::{self, MAX_CREDENTIAL_HOSTS, MAX_EGRESS_HOSTS};
 use crate::model::*;
@@ -76,6 +77,7 @@ pub fn config(text: &str, sources: &Sources<'_>) -> Result<Config, Problems> {
 
     assign_ids(&mut credentials);
     unique(&credentials, &mut problems);
+    mcp_servers(&vaults, &credentials, &mut problems);
     for (path, c) in &credentials {
         if !vaults.iter().any(|v| v.id == c.vault_id) {
             problems.push(
@@ -235,12 +237,12 @@ fn credential(
             &auth_path, a, sources, reach, problems,
         )),
         RawAuth::StaticBearer(a) => {
-            rules::url(
+            mcp_server_url(
                 &field(&auth_path, "mcp_server_url"),
                 &a.mcp_server_url,
                 problems,
             );
-            rules::secret_value(&field(&auth_path, "token"), &a.token, problems);
+            bearer_token(&field(&auth_path, "token"), &a.token, problems);
             Auth::StaticBearer(StaticBearerAuth {
                 mcp_server_url: a.mcp_server_url,
                 token: a.token,
@@ -380,12 +382,12 @@ fn read_secret_file(path: &Path) -> Result<Secret, String> {
 }
 
 fn mcp_oauth(path: &str, raw: RawMcpOauth, problems: &mut Problems) -> McpOauthAuth {
-    rules::url(
+    mcp_server_url(
         &field(path, "mcp_server_url"),
         &raw.mcp_server_url,
         problems,
     );
-    rules::secret_value(&field(path, "access_token"), &raw.access_token, problems);
+    bearer_token(&field(path, "access_token"), &raw.access_token, problems);
     if let Some(t) = &raw.expires_at {
         rules::timestamp(&field(path, "expires_at"), t, problems);
     }
@@ -425,6 +427,70 @@ fn mcp_oauth(path: &str, raw: RawMcpOauth, problems: &mut Problems) -> McpOauthA
         access_token: raw.access_token,
         expires_at: raw.expires_at,
         refresh,
+    }
+}
+
+/// An `mcp_server_url`: an http(s) URL (the API's rule) that keyhole can
+/// also match as an origin and a path prefix ([`McpTarget::parse`]: no
+/// query, fragment or userinfo, a plain path).
+fn mcp_server_url(path: &str, url: &str, problems: &mut Problems) {
+    let before = problems.len();
+    rules::url(path, url, problems);
+    if problems.len() == before {
+        if let Err(e) = McpTarget::parse(url) {
+            problems.push(path, e.to_string());
+        }
+    }
+}
+
+/// A token keyhole sends as `Authorization: Bearer`: a secret value that
+/// an HTTP header can carry, so that injecting it can never fail.
+fn bearer_token(path: &str, token: &Secret, problems: &mut Problems) {
+    let before = problems.len();
+    rules::secret_value(path, token, problems);
+    if problems.len() == before && !mcp::bearer::is_header_safe(token.expose()) {
+        problems.push(
+            path,
+            "holds a control character, which an HTTP header cannot carry; remove it (the value is not shown)",
+        );
+    }
+}
+
+/// No two active MCP credentials for the same server: equal origins and
+/// path prefixes after normalising (`/sse` and `/sse/` are one). In one
+/// vault that is the vault API's conflict; across vaults it is a tie that
+/// the longest-prefix rule cannot break, since keyhole serves every vault
+/// at once. Either way the later one is refused, naming the earlier.
+fn mcp_servers(vaults: &[Vault], credentials: &[(String, Credential)], problems: &mut Problems) {
+    let mut seen: HashMap<McpTarget, (String, &Credential)> = HashMap::new();
+    for (path, c) in credentials {
+        let Some(url) = mcp::server_url(c) else {
+            continue;
+        };
+        // An invalid URL is reported by `mcp_server_url`.
+        let (true, Ok(target)) = (mcp::is_active(vaults, c), McpTarget::parse(url)) else {
+            continue;
+        };
+        let at = field(&field(path, "auth"), "mcp_server_url");
+        match seen.get(&target) {
+            Some((first, other)) if other.vault_id == c.vault_id => problems.push(
+                at,
+                format!(
+                    "vault {:?} already has a credential for this MCP server ({first}, the same {target} after normalising); keep one: update that credential's tokens instead, or archive one of them",
+                    c.vault_id
+                ),
+            ),
+            Some((first, other)) => problems.push(
+                at,
+                format!(
+                    "{first} (vault {:?}) is for the same MCP server ({target} after normalising); keyhole serves every vault at once and cannot choose between two credentials with the same path prefix: archive or remove one of them",
+                    other.vault_id
+                ),
+            ),
+            None => {
+                seen.insert(target, (at, c));
+            }
+        }
     }
 }
 
