@@ -57,6 +57,9 @@ pub enum Reason {
     Plaintext,
     /// Passed: the body has a `Content-Encoding`.
     EncodedBody,
+    /// Not injected: an MCP credential's origin, but a path outside its
+    /// `mcp_server_url`'s.
+    PathOutside,
 }
 
 /// Where the placeholder stood.
@@ -223,6 +226,7 @@ impl Reason {
             Reason::LocationDisabled => "placeholder passed unsubstituted: its credential does not allow injection where it stands",
             Reason::HostNotAllowed => "placeholder passed unsubstituted: its credential does not allow this host",
             Reason::EncodedBody => "placeholder passed unsubstituted: the body has a Content-Encoding",
+            Reason::PathOutside => "MCP credential not injected: same origin, path outside the credential's",
             Reason::Allowed => "placeholder substituted",
         }
     }

@@ -11,13 +11,14 @@
 //! place: key order and the user's other fields stay as they were.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 
 use serde_json::Value;
 use tokio::sync::Mutex;
 
 use crate::config::{self, write, ConfigError, Sources};
-use crate::model::{Config, Credential, Problems, Vault};
+use crate::mcp::{BoxFuture, Fingerprint, PersistError, TokenPersist, TokenUpdate};
+use crate::model::{Auth, Config, Credential, Problems, Vault};
 use crate::state;
 use crate::substitute::SubstituteError;
 
@@ -289,4 +290,65 @@ fn array<'a>(doc: &'a mut Value, key: &str) -> Option<&'a mut Vec<Value>> {
         *slot = Value::Array(Vec::new());
     }
     slot.as_array_mut()
+}
+
+/// Saves refreshed MCP tokens into the config file, through the same
+/// validated, atomic write path as the admin API ([`Store::edit`]).
+///
+/// Holds the store weakly: the store's apply hook reaches the proxy, whose
+/// token book holds this saver.
+pub struct TokenSaver {
+    store: Weak<Store>,
+}
+
+// === impl TokenSaver ===
+
+impl TokenSaver {
+    /// A saver writing into `store`.
+    pub fn new(store: &Arc<Store>) -> TokenSaver {
+        TokenSaver {
+            store: Arc::downgrade(store),
+        }
+    }
+
+    async fn write(&self, update: TokenUpdate) -> Result<(), PersistError> {
+        let Some(store) = self.store.upgrade() else {
+            return Err(PersistError::Failed("keyhole is shutting down".to_owned()));
+        };
+        let edited = store
+            .edit(|edit| {
+                let current = edit.config().credentials.iter().find(|c| c.id == update.id);
+                // Saved only over the tokens the refresh started from: an
+                // admin update in between wins.
+                let Some(current) =
+                    current.filter(|c| Fingerprint::of(&c.auth) == Some(update.replaces))
+                else {
+                    return Err(PersistError::Superseded);
+                };
+                let mut next = current.clone();
+                let Auth::McpOauth(oauth) = &mut next.auth else {
+                    return Err(PersistError::Superseded);
+                };
+                oauth.access_token = update.access_token.clone();
+                oauth.expires_at.clone_from(&update.expires_at);
+                if let (Some(refresh), Some(rotated)) = (&mut oauth.refresh, &update.refresh_token)
+                {
+                    refresh.refresh_token = rotated.clone();
+                }
+                edit.put_credential(&next);
+                Ok(())
+            })
+            .await;
+        match edited {
+            Ok(_) => Ok(()),
+            Err(EditError::Refused(e)) => Err(e),
+            Err(e) => Err(PersistError::Failed(e.to_string())),
+        }
+    }
+}
+
+impl TokenPersist for TokenSaver {
+    fn save(&self, update: TokenUpdate) -> BoxFuture<'_, Result<(), PersistError>> {
+        Box::pin(self.write(update))
+    }
 }

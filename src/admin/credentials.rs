@@ -151,20 +151,28 @@ pub async fn delete(admin: &Admin, vault_id: &str, id: &str) -> Result<Value, Ap
 pub async fn validate(admin: &Admin, vault_id: &str, id: &str) -> Result<Value, ApiError> {
     let config = admin.store().current().await;
     let (_, c) = find(&config, vault_id, id)?;
-    let Auth::McpOauth(m) = &c.auth else {
+    if !matches!(c.auth, Auth::McpOauth(_)) {
         return Err(ApiError::Invalid(format!(
             "credential {id:?} is a {} credential; only mcp_oauth credentials can be validated",
             c.auth.type_name()
         )));
-    };
+    }
+    let validation = admin
+        .proxy()
+        .tokens()
+        .validate(&c.id, time::OffsetDateTime::now_utc())
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(json!({
         "type": "vault_credential_validation",
         "credential_id": c.id,
         "vault_id": c.vault_id,
-        "status": "unknown",
-        "has_refresh_token": m.refresh.is_some(),
+        "status": validation.status.as_str(),
+        "has_refresh_token": validation.has_refresh_token,
+        // keyhole does not probe MCP servers: it never sends a request of
+        // its own to one.
         "mcp_probe": null,
-        "refresh": null,
+        "refresh": views::refresh_outcome(&validation.refresh),
         "validated_at": stamp::format(stamp::now())?,
     }))
 }

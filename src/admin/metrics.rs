@@ -128,6 +128,7 @@ pub fn render(proxy: &Proxy) -> String {
             error.as_str()
         );
     }
+    mcp_tokens(&mut out, proxy);
     labelled(
         &mut out,
         "substitutions_by_credential_total",
@@ -136,6 +137,56 @@ pub fn render(proxy: &Proxy) -> String {
         &c.by_credential,
     );
     out
+}
+
+/// The MCP token book: refreshes by outcome, saves that failed, and which
+/// credentials need the user to authorise them again.
+fn mcp_tokens(out: &mut String, proxy: &Proxy) {
+    let stats = proxy.tokens().stats();
+    family(
+        out,
+        "mcp_refreshes_total",
+        "OAuth token refreshes of mcp_oauth credentials, by credential id and outcome.",
+    );
+    for s in &stats {
+        let id = escape(&s.id);
+        let _ = writeln!(
+            out,
+            "keyhole_mcp_refreshes_total{{credential_id=\"{id}\",outcome=\"ok\"}} {}",
+            s.refreshes_ok
+        );
+        let _ = writeln!(
+            out,
+            "keyhole_mcp_refreshes_total{{credential_id=\"{id}\",outcome=\"failed\"}} {}",
+            s.refreshes_failed
+        );
+    }
+    family(
+        out,
+        "mcp_token_save_failures_total",
+        "Refreshed tokens that could not be written to the config file, by credential id.",
+    );
+    for s in &stats {
+        let _ = writeln!(
+            out,
+            "keyhole_mcp_token_save_failures_total{{credential_id=\"{}\"}} {}",
+            escape(&s.id),
+            s.persist_failures
+        );
+    }
+    let _ = writeln!(out, "# HELP keyhole_mcp_needs_reauthorisation 1 when the credential's last refresh failed and requests get 502 (until its tokens are updated, or, for a transient failure, the next attempt succeeds).");
+    let _ = writeln!(out, "# TYPE keyhole_mcp_needs_reauthorisation gauge");
+    for s in &stats {
+        let (value, reason) = match &s.failing {
+            Some(e) => (1, e.kind()),
+            None => (0, "none"),
+        };
+        let _ = writeln!(
+            out,
+            "keyhole_mcp_needs_reauthorisation{{credential_id=\"{}\",reason=\"{reason}\"}} {value}",
+            escape(&s.id)
+        );
+    }
 }
 
 fn family(out: &mut String, name: &str, help: &str) {

@@ -87,6 +87,11 @@ impl Admin {
         &self.store
     }
 
+    /// The proxy whose counters and MCP tokens the API reports.
+    pub fn proxy(&self) -> &Proxy {
+        &self.proxy
+    }
+
     /// The stand-in for timestamps the file does not hold.
     pub fn loaded_at(&self) -> &str {
         &self.loaded_at

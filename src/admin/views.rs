@@ -13,6 +13,7 @@
 use serde_json::{json, Value};
 
 use crate::config::write;
+use crate::mcp::{RefreshError, RefreshOutcome};
 use crate::model::{Auth, Credential, McpOauthRefresh, Vault};
 
 /// `type: "vault_credential"`.
@@ -85,6 +86,39 @@ pub fn page(data: Vec<Value>, next_page: Option<String>) -> Value {
 /// `{id, type}` of a deleted object (`vault_deleted`, `vault_credential_deleted`).
 pub fn deleted(id: &str, object_type: &str) -> Value {
     json!({"id": id, "type": object_type})
+}
+
+/// The `refresh` object of a validation: what the refresh did, and for a
+/// refusal the token endpoint's status and OAuth error code. Never the
+/// endpoint's body, which may hold a token: only the code keyhole parsed.
+pub fn refresh_outcome(outcome: &RefreshOutcome) -> Value {
+    let failed = |status: u16, code: Option<&str>| {
+        let body = code.map_or_else(String::new, |c| json!({ "error": c }).to_string());
+        json!({
+            "status": "failed",
+            "http_response": {
+                "status_code": status,
+                "content_type": "application/json",
+                "body": body,
+                "body_truncated": true,
+            },
+        })
+    };
+    match outcome {
+        RefreshOutcome::NotConfigured => {
+            json!({"status": "no_refresh_token", "http_response": null})
+        }
+        RefreshOutcome::Refreshed => json!({"status": "succeeded", "http_response": null}),
+        RefreshOutcome::Failed(e) => match e {
+            RefreshError::InvalidGrant => failed(400, Some("invalid_grant")),
+            RefreshError::Rejected { status, code } => failed(*status, code.as_deref()),
+            RefreshError::Server { status } => failed(*status, None),
+            RefreshError::Malformed(_) => failed(200, None),
+            RefreshError::Timeout | RefreshError::Transport(_) | RefreshError::WaitTimeout => {
+                json!({"status": "connect_error", "http_response": null})
+            }
+        },
+    }
 }
 
 #[cfg(test)]

@@ -43,7 +43,8 @@ pub fn text(r: &Explanation) -> String {
     let mut out = String::new();
     let port = r.port.map(|p| format!(", port {p}")).unwrap_or_default();
     let _ = writeln!(out, "target  {}", r.target);
-    let _ = writeln!(out, "host    {} ({}{port})", r.host, r.scheme);
+    let path = r.path.as_deref().unwrap_or("");
+    let _ = writeln!(out, "host    {} ({}{port}){path}", r.host, r.scheme);
     let egress = match (&r.egress.allowed, &r.egress.matched) {
         (true, Some(m)) if m == "unrestricted" => "allowed (unrestricted)".to_owned(),
         (true, Some(m)) => format!("allowed by \"{m}\""),
@@ -54,18 +55,27 @@ pub fn text(r: &Explanation) -> String {
         "deny" => "deny (403 Forbidden)",
         "forward" => "forward as plaintext HTTP; no substitution",
         "tunnel" => "tunnel byte for byte; no credential can apply, so no interception",
-        _ => "intercept: terminate TLS and substitute placeholders",
+        _ => "intercept: terminate TLS, substitute placeholders and inject MCP tokens where they apply",
     };
     let _ = writeln!(out, "action  {action}");
     if r.credentials.is_empty() {
         let _ = writeln!(out, "credentials  none");
     }
     for c in &r.credentials {
-        let name = c.secret_name.as_deref().unwrap_or("-");
-        let verdict = if c.substituted {
-            "substituted"
-        } else {
-            "not substituted"
+        let mcp = c.auth_type != "environment_variable";
+        let name = match (
+            &c.secret_name,
+            mcp.then_some(c.matched.as_deref()).flatten(),
+        ) {
+            (Some(n), _) => n.clone(),
+            (None, Some(url)) => url.to_owned(),
+            (None, None) => "-".to_owned(),
+        };
+        let verdict = match (c.substituted, mcp) {
+            (true, false) => "substituted",
+            (false, false) => "not substituted",
+            (true, true) => "token injected",
+            (false, true) => "not injected",
         };
         let _ = writeln!(
             out,

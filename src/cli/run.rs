@@ -21,7 +21,7 @@ use crate::proxy::upstream::Dialer;
 use crate::proxy::{Proxy, Snapshot};
 use crate::reload;
 use crate::state::{self, StateError};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, TokenSaver};
 use crate::substitute::SubstituteError;
 use crate::tls::{roots, CertificateAuthority, LeafCache, TlsError};
 
@@ -127,7 +127,7 @@ pub(super) struct Bound {
     /// The admin API's address, with `--admin`.
     pub admin_addr: Option<SocketAddr>,
     proxy: Proxy,
-    store: Store,
+    store: Arc<Store>,
     key: Arc<PlaceholderKey>,
     listener: TcpListener,
     admin: Option<(TcpListener, Token)>,
@@ -195,7 +195,6 @@ impl Bound {
             installer.install(Snapshot::compile(&config, &key)?);
             Ok(())
         }));
-        let store = Arc::new(store);
         let watcher = tokio::spawn(reload::watch(store.clone(), proxy.clone()));
         let (stop, stopped) = watch::channel(false);
         let admin = admin.map(|(l, token)| {
@@ -228,7 +227,7 @@ async fn bind(addr: &str, what: &'static str) -> Result<(TcpListener, SocketAddr
     Ok((listener, bound))
 }
 
-fn build(args: &RunArgs) -> Result<(Proxy, Store, Arc<PlaceholderKey>), StartError> {
+fn build(args: &RunArgs) -> Result<(Proxy, Arc<Store>, Arc<PlaceholderKey>), StartError> {
     if args.max_connections == 0 {
         return Err(StartError::Flag {
             flag: "--max-connections",
@@ -237,6 +236,7 @@ fn build(args: &RunArgs) -> Result<(Proxy, Store, Arc<PlaceholderKey>), StartErr
         });
     }
     let (store, config) = Store::open(&args.config)?;
+    let store = Arc::new(store);
     let dir = state::resolve_dir(args.state_dir.as_deref())?;
     let ca = CertificateAuthority::load_or_create(&dir)?;
     let key = Arc::new(PlaceholderKey::load_or_create(&dir)?);
@@ -261,7 +261,8 @@ fn build(args: &RunArgs) -> Result<(Proxy, Store, Arc<PlaceholderKey>), StartErr
         tls_timeout: seconds("--tls-timeout", args.tls_timeout)?,
     };
     let snapshot = Snapshot::compile(&config, &key)?;
-    let proxy = Proxy::new(snapshot, leaves, tls, dialer, limits);
+    let saver = Arc::new(TokenSaver::new(&store));
+    let proxy = Proxy::new(snapshot, leaves, tls, dialer, limits, saver);
     Ok((proxy, store, key))
 }
 

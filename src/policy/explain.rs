@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::{egress_patterns, Action, EgressSource, Policy};
 use crate::host::{Authority, Host, HostError};
+use crate::mcp::{RouteExplanation, Scheme as McpScheme};
 use crate::model::{Auth, Networking};
 
 /// Why a target could not be explained.
@@ -33,6 +34,8 @@ pub struct Explanation {
     pub host: String,
     /// The port, when given.
     pub port: Option<u16>,
+    /// The path, when a URL was given (MCP credentials match by path).
+    pub path: Option<String>,
     /// `http` for plaintext; `https` otherwise (a CONNECT tunnel).
     pub scheme: &'static str,
     /// The egress verdict.
@@ -61,9 +64,11 @@ pub struct CredentialVerdict {
     pub auth_type: &'static str,
     /// For `environment_variable` credentials.
     pub secret_name: Option<String>,
-    /// Whether the placeholder would be replaced on this target.
+    /// Whether the placeholder would be replaced on this target (for an
+    /// MCP credential: whether its token would be injected).
     pub substituted: bool,
-    /// The `allowed_hosts` entry that matched, or `unrestricted`.
+    /// The `allowed_hosts` entry that matched, `unrestricted`, or for an
+    /// MCP credential its normalised `mcp_server_url`.
     pub matched: Option<String>,
     /// A sentence saying why.
     pub reason: String,
@@ -71,7 +76,7 @@ pub struct CredentialVerdict {
 
 /// Parses `target` (a host, `host:port` or an http(s) URL) and explains it.
 pub fn explain(policy: &Policy, target: &str) -> Result<Explanation, TargetError> {
-    let (scheme, authority) = match target.split_once("://") {
+    let (scheme, authority, path) = match target.split_once("://") {
         Some(_) => {
             let uri: http::Uri = target
                 .parse()
@@ -88,9 +93,10 @@ pub fn explain(policy: &Policy, target: &str) -> Result<Explanation, TargetError
                 .as_str()
                 .rsplit_once('@')
                 .map_or(authority.as_str(), |(_, h)| h);
-            (scheme, Authority::parse(host_port)?)
+            let path = uri.path_and_query().map(|p| p.as_str().to_owned());
+            (scheme, Authority::parse(host_port)?, path)
         }
-        None => ("https", Authority::parse(target)?),
+        None => ("https", Authority::parse(target)?, None),
     };
     let host = &authority.host;
     let plaintext = scheme == "http";
@@ -102,6 +108,14 @@ pub fn explain(policy: &Policy, target: &str) -> Result<Explanation, TargetError
         (true, false, _) => "intercept",
     };
     let applies = policy.credentials_for(host);
+    let mcp_scheme = match plaintext {
+        true => McpScheme::Http,
+        false => McpScheme::Https,
+    };
+    let port = authority.port.unwrap_or(mcp_scheme.default_port());
+    let mcp = policy
+        .mcp()
+        .explain(mcp_scheme, host, port, path.as_deref().unwrap_or("/"));
     let credentials = policy
         .config()
         .credentials
@@ -117,7 +131,7 @@ pub fn explain(policy: &Policy, target: &str) -> Result<Explanation, TargetError
                 reason: String::new(),
             };
             let Auth::EnvironmentVariable(a) = &c.auth else {
-                v.reason = format!("a {} credential: keyhole's proxy substitutes only environment_variable credentials", v.auth_type);
+                mcp_verdict(&mut v, c, mcp.iter().find(|e| e.index == i as u32), &egress, plaintext);
                 return v;
             };
             v.secret_name = Some(a.secret_name.clone());
@@ -154,11 +168,43 @@ pub fn explain(policy: &Policy, target: &str) -> Result<Explanation, TargetError
         target: target.to_owned(),
         host: host.to_string(),
         port: authority.port,
+        path,
         scheme,
         egress,
         action,
         credentials,
     })
+}
+
+/// The verdict of an MCP credential (`static_bearer`, `mcp_oauth`): its
+/// token is injected on requests at or below its `mcp_server_url`.
+fn mcp_verdict(
+    v: &mut CredentialVerdict,
+    c: &crate::model::Credential,
+    route: Option<&RouteExplanation<'_>>,
+    egress: &EgressVerdict,
+    plaintext: bool,
+) {
+    v.matched = route.map(|r| r.target.to_string());
+    v.reason = match route {
+        _ if c.is_archived() => "archived: keyhole never injects an archived credential".to_owned(),
+        None => format!(
+            "its mcp_server_url names another host; it is injected only on requests at or below {}",
+            crate::mcp::server_url(c).unwrap_or("its URL")
+        ),
+        Some(_) if !egress.allowed => "egress does not allow this host".to_owned(),
+        Some(_) if plaintext => {
+            "http:// is plaintext: keyhole never sends a token on an unencrypted request".to_owned()
+        }
+        Some(r) if r.verdict.applies() => {
+            v.substituted = true;
+            format!(
+                "{}; Authorization: Bearer is set on this request",
+                r.verdict.reason()
+            )
+        }
+        Some(r) => r.verdict.reason().to_owned(),
+    };
 }
 
 fn egress_verdict(policy: &Policy, host: &Host) -> EgressVerdict {

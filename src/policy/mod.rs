@@ -11,6 +11,7 @@ pub mod explain;
 pub use explain::{explain, Explanation};
 
 use crate::host::{Host, HostPattern, HostSet, HostSetBuilder};
+use crate::mcp::McpRoutes;
 use crate::model::{Auth, Config, Credential, Egress, Networking};
 
 /// Hosts that `allow_package_managers` opens: the public registries of the
@@ -44,19 +45,22 @@ pub enum Action<'a> {
     /// No credential can apply: relay the bytes untouched.
     Tunnel,
     /// These credentials (indices into [`Config::credentials`], ascending)
-    /// may be substituted: terminate TLS and inspect requests.
+    /// may be substituted, or an MCP credential's server is on this host
+    /// (the list may then be empty): terminate TLS and inspect requests.
     Intercept(&'a [u32]),
 }
 
 /// The compiled policy. See the module documentation.
 ///
 /// Invariant: the substitution matcher holds only active (not archived)
-/// `environment_variable` credentials, by their index in the config.
+/// `environment_variable` credentials, by their index in the config; the
+/// MCP routes only active `static_bearer` and `mcp_oauth` ones.
 #[derive(Debug, Clone)]
 pub struct Policy {
     config: Config,
     substitution: HostSet,
     egress: Option<HostSet>,
+    mcp: McpRoutes,
 }
 
 // === impl Policy ===
@@ -97,6 +101,7 @@ impl Policy {
         Policy {
             substitution: substitution.build(),
             egress,
+            mcp: McpRoutes::new(&config),
             config,
         }
     }
@@ -124,6 +129,11 @@ impl Policy {
         self.substitution.lookup(host)
     }
 
+    /// Which MCP credential applies to a request, by origin and path.
+    pub fn mcp(&self) -> &McpRoutes {
+        &self.mcp
+    }
+
     /// The decision for a connection to `host`.
     #[inline]
     pub fn decide(&self, host: &Host) -> Action<'_> {
@@ -131,7 +141,7 @@ impl Policy {
             return Action::Deny;
         }
         match self.credentials_for(host) {
-            [] => Action::Tunnel,
+            [] if !self.mcp.serves(host) => Action::Tunnel,
             ids => Action::Intercept(ids),
         }
     }

@@ -73,7 +73,7 @@ fn several_credentials_on_one_host_come_in_file_order() {
 }
 
 #[test]
-fn archived_and_non_environment_credentials_never_apply() {
+fn archived_credentials_never_apply_and_mcp_servers_are_intercepted() {
     let p = policy(&format!(
         r#"{{"credentials": [{}, {}]}}"#,
         env_cred(
@@ -83,7 +83,11 @@ fn archived_and_non_environment_credentials_never_apply() {
         ),
         r#"{"auth": {"type": "static_bearer", "mcp_server_url": "https://api.example.com/mcp", "token": "t"}}"#
     ));
-    assert_eq!(p.decide(&host("api.example.com")), Action::Tunnel);
+    // No placeholder can be substituted there, but the MCP credential's
+    // token is injected: the host is intercepted.
+    assert_eq!(p.credentials_for(&host("api.example.com")), &[] as &[u32]);
+    assert_eq!(p.decide(&host("api.example.com")), Action::Intercept(&[]));
+    assert_eq!(p.decide(&host("other.example.com")), Action::Tunnel);
 }
 
 #[test]
@@ -128,7 +132,25 @@ fn explain_names_the_entry_and_the_reason() {
     assert!(e.credentials[1]
         .reason
         .contains("matches none of its allowed_hosts"));
-    assert!(e.credentials[2].reason.contains("static_bearer"));
+    assert!(e.credentials[2]
+        .reason
+        .contains("its mcp_server_url names another host"));
+
+    let e = explain(&p, "https://example.org/mcp/tools").unwrap();
+    assert!(e.credentials[2].substituted, "{}", e.credentials[2].reason);
+    assert_eq!(
+        e.credentials[2].matched.as_deref(),
+        Some("https://example.org/mcp")
+    );
+    let e = explain(&p, "https://example.org/messages?x=1").unwrap();
+    assert!(!e.credentials[2].substituted);
+    assert_eq!(
+        e.credentials[2].reason,
+        "same origin, path outside the credential's"
+    );
+    let e = explain(&p, "http://example.org/mcp").unwrap();
+    assert!(!e.credentials[2].substituted);
+    assert!(e.credentials[2].reason.contains("plaintext"));
 
     let e = explain(&p, "http://api.github.com/").unwrap();
     assert_eq!(e.action, "forward");

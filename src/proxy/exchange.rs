@@ -8,11 +8,14 @@
 //!    a tunnel), is not a nested CONNECT or an upgrade other than
 //!    WebSocket, and egress allows the host;
 //! 2. **substitute**: in header values, placeholders of the credentials
-//!    allowed here become their secrets (over HTTPS only);
+//!    allowed here become their secrets, and the MCP credential whose
+//!    server this is sets `Authorization: Bearer` (over HTTPS only);
 //! 3. **audit**: every placeholder found is counted, logged by credential
 //!    id (never a value) and recorded in the audit log;
 //! 4. **send**: the request goes to the destination, its body substituted
 //!    as it streams; a WebSocket upgrade goes on a connection of its own;
+//!    an MCP request whose body was kept is sent once more with a
+//!    refreshed token after a `401`;
 //! 5. **scrub**: secrets in the answer become their placeholders again;
 //! 6. **log**: one line per request.
 //!
@@ -21,23 +24,30 @@
 //! struct rather than being separate services, so that the common path
 //! (no placeholder anywhere) costs a few branches and no allocation.
 
+use std::borrow::Borrow;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::header::{HeaderValue, ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_LENGTH};
+use http::header::{HeaderValue, ACCEPT_ENCODING, AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH};
 use http::request::Parts;
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use time::OffsetDateTime;
 
 use super::body::{BodyError, ProxyBody};
 use super::headers::{strip_hop_by_hop, strip_host};
+use super::mcp::{self as proxy_mcp, Replay};
 use super::respond::{BadHost, ProxyError};
 use super::websocket::{self, upgrade_kind, UpgradeKind};
 use super::{counters, relay, Counters, Proxy, Snapshot};
 use crate::audit::{self, Location, Reason, Target};
 use crate::host::{Authority, Host};
-use crate::substitute::bodies::BodyEvents;
+use crate::mcp::{self, BearerToken, McpMatch};
+use crate::model::Auth;
+use crate::secret::Secret;
+use crate::substitute::bodies::{Bodies, BodyEvents};
 use crate::substitute::HeaderReport;
 
 /// Where an exchange's requests go, fixed before the request is read.
@@ -61,6 +71,15 @@ pub enum Scheme {
     Http,
 }
 
+/// The MCP token a request carries.
+struct Bearer {
+    /// The credential's index in the config.
+    credential: u32,
+    token: BearerToken,
+    /// Whether a `401` may be answered by one refresh and retry.
+    retry: bool,
+}
+
 /// The state one exchange's stages share.
 struct Exchange<'a> {
     proxy: &'a Proxy,
@@ -72,32 +91,51 @@ struct Exchange<'a> {
 }
 
 /// Runs one exchange to its answer: the upstream's, or keyhole's own.
-pub async fn run(proxy: &Proxy, dest: &Destination, req: Request<Incoming>) -> Response<ProxyBody> {
-    let start = Instant::now();
-    let mut ex = Exchange {
-        proxy,
-        dest,
-        snapshot: proxy.snapshot(),
-        method: req.method().clone(),
-        substituted: Vec::new(),
-    };
-    let (res, error) = match ex.relay(req).await {
-        Ok(res) => (res, None),
-        Err(e) => {
-            let error = e.error_type();
-            proxy.counters.error(error);
-            let status = e.status().as_u16();
-            if e.status().is_client_error() {
-                tracing::warn!(method = %ex.method, host = %dest.host, status, "request refused: {}", e.message());
-            } else {
-                tracing::warn!(method = %ex.method, host = %dest.host, status, "request failed: {}", e.message());
+///
+/// Takes its handles by value so that a connection's service can return
+/// this future as it is, without wrapping it in another (each wrapper is
+/// one more copy of the whole state machine per request).
+///
+/// Returns a `Send` future by name rather than being an `async fn`: the
+/// compiler then proves it `Send` here, where it can, instead of at each
+/// generic caller (rustc's higher-ranked lifetime limits).
+#[allow(clippy::manual_async_fn)]
+pub fn run<D>(
+    proxy: Arc<Proxy>,
+    dest: D,
+    req: Request<Incoming>,
+) -> impl Future<Output = Response<ProxyBody>> + Send + 'static
+where
+    D: Borrow<Destination> + Send + 'static,
+{
+    async move {
+        let (proxy, dest) = (&*proxy, dest.borrow());
+        let start = Instant::now();
+        let mut ex = Exchange {
+            proxy,
+            dest,
+            snapshot: proxy.snapshot(),
+            method: req.method().clone(),
+            substituted: Vec::new(),
+        };
+        let (res, error) = match ex.relay(req).await {
+            Ok(res) => (res, None),
+            Err(e) => {
+                let error = e.error_type();
+                proxy.counters.error(error);
+                let status = e.status().as_u16();
+                if e.status().is_client_error() {
+                    tracing::warn!(method = %ex.method, host = %dest.host, status, "request refused: {}", e.message());
+                } else {
+                    tracing::warn!(method = %ex.method, host = %dest.host, status, "request failed: {}", e.message());
+                }
+                (e.into_response(), Some(error.as_str()))
             }
-            (e.into_response(), Some(error.as_str()))
-        }
-    };
-    proxy.counters.status(res.status());
-    ex.log(&res, start, error);
-    res
+        };
+        proxy.counters.status(res.status());
+        ex.log(&res, start, error);
+        res
+    }
 }
 
 // === impl Exchange ===
@@ -119,31 +157,56 @@ impl Exchange<'_> {
         strip_hop_by_hop(&mut parts.headers);
         strip_host(&mut parts.headers);
         let report = self.substitute(&mut parts.headers, allowed)?;
-        let target = self.audit_headers(&report, allowed, &parts);
+        let target = self.audit_target(&parts);
+        self.audit_headers(&report, allowed, target.as_ref());
+        // MCP's stages are boxed: their state would otherwise make every
+        // request's future larger, MCP or not.
+        let bearer = match snapshot.policy.mcp().is_empty() {
+            true => None,
+            false => Box::pin(self.inject(&mut parts, target.as_ref())).await?,
+        };
         if let (UpgradeKind::WebSocket(protocol), Some(on_upgrade)) = (upgrade, client_upgrade) {
             let authority = Authority {
                 host: self.dest.host.clone(),
                 port: Some(self.dest.port),
             };
-            return websocket::relay(self.proxy, &authority, protocol, parts, body, on_upgrade)
-                .await;
+            // Boxed: a rare branch whose state would otherwise make every
+            // request's future larger (and every move of it dearer).
+            let relay = websocket::relay(self.proxy, &authority, protocol, parts, body, on_upgrade);
+            return Box::pin(relay).await;
         }
         let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         parts.uri = self.upstream_uri(pq)?;
         // The upstream leg's version follows the upstream's ALPN, not the client's.
         parts.version = Version::HTTP_11;
+        let declared = content_length(&parts.headers);
+        let empty = hyper::body::Body::is_end_stream(&body);
         let (body, body_secret) = self.request_body(&mut parts.headers, body, allowed, target);
         // After a secret was sent, ask for an uncompressed answer, which
         // keyhole can scrub.
-        let secret_sent = !report.substituted.is_empty() || body_secret;
+        let secret_sent = !report.substituted.is_empty() || body_secret || bearer.is_some();
         if secret_sent {
             parts
                 .headers
                 .insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
         }
-        let res = relay::send(self.proxy, Request::from_parts(parts, body)).await?;
+        let (res, refreshed) = match &bearer {
+            Some(b) if b.retry => {
+                Box::pin(self.send_retrying(parts, body, declared, empty, b)).await?
+            }
+            _ => (
+                relay::send(self.proxy, Request::from_parts(parts, body)).await?,
+                None,
+            ),
+        };
+        let injected: Vec<&BearerToken> = bearer
+            .as_ref()
+            .map(|b| &b.token)
+            .into_iter()
+            .chain(&refreshed)
+            .collect();
         match self.dest.scheme {
-            Scheme::Https => self.scrub(res, secret_sent),
+            Scheme::Https => self.scrub(res, secret_sent, &injected),
             Scheme::Http => Ok(res),
         }
     }
@@ -199,15 +262,19 @@ impl Exchange<'_> {
         Ok(report)
     }
 
+    /// What audit records of this request name, when there is an audit log.
+    fn audit_target(&self, parts: &Parts) -> Option<Target> {
+        self.proxy.audit.as_ref()?;
+        Some(Target {
+            host: self.dest.host.clone(),
+            method: self.method.clone(),
+            path: audit::path_only(parts.uri.path_and_query().map_or("/", |p| p.as_str())),
+        })
+    }
+
     /// Stage 3 for headers: logs each passed placeholder with its reason,
-    /// and records every placeholder in the audit log. Returns what body
-    /// records need, when there is an audit log.
-    fn audit_headers(
-        &self,
-        report: &HeaderReport,
-        allowed: &[u32],
-        parts: &Parts,
-    ) -> Option<Target> {
+    /// and records every placeholder in the audit log.
+    fn audit_headers(&self, report: &HeaderReport, allowed: &[u32], target: Option<&Target>) {
         let policy = &self.snapshot.policy;
         let plaintext = self.dest.scheme == Scheme::Http;
         let reason = |i: u32| {
@@ -221,19 +288,130 @@ impl Exchange<'_> {
             let credential = self.credential_id(i);
             tracing::warn!(credential, host = %self.dest.host, "{}", reason(i).warning());
         }
-        let log = self.proxy.audit.as_ref()?;
-        let target = Target {
-            host: self.dest.host.clone(),
-            method: self.method.clone(),
-            path: audit::path_only(parts.uri.path_and_query().map_or("/", |p| p.as_str())),
+        let (Some(log), Some(target)) = (&self.proxy.audit, target) else {
+            return;
         };
         for &i in &report.substituted {
-            log.placeholder(policy, &target, i, Location::Header, Reason::Allowed);
+            log.placeholder(policy, target, i, Location::Header, Reason::Allowed);
         }
         for &i in &report.passed {
-            log.placeholder(policy, &target, i, Location::Header, reason(i));
+            log.placeholder(policy, target, i, Location::Header, reason(i));
         }
-        Some(target)
+    }
+
+    /// Stage 2 for MCP servers: the credential whose `mcp_server_url`
+    /// covers this request sets `Authorization: Bearer <token>`, replacing
+    /// whatever the client sent (a sandbox has no token of its own). Never
+    /// over plain HTTP, never on another origin; a request that misses
+    /// only by path is logged and audited as such.
+    async fn inject(
+        &mut self,
+        parts: &mut Parts,
+        target: Option<&Target>,
+    ) -> Result<Option<Bearer>, ProxyError> {
+        let snapshot = self.snapshot.clone();
+        let routes = snapshot.policy.mcp();
+        let scheme = match self.dest.scheme {
+            Scheme::Https => mcp::Scheme::Https,
+            Scheme::Http => mcp::Scheme::Http,
+        };
+        let found = routes.lookup(scheme, &self.dest.host, self.dest.port, parts.uri.path());
+        let (credential, reason) = match (found, self.dest.scheme) {
+            (McpMatch::Hit(i), Scheme::Https) => (i, Reason::Allowed),
+            (McpMatch::Hit(i) | McpMatch::OtherScheme { nearest: i }, Scheme::Http) => {
+                (i, Reason::Plaintext)
+            }
+            (McpMatch::SamePathOutside { nearest: i }, _) => (i, Reason::PathOutside),
+            _ => return Ok(None),
+        };
+        let id = self.credential_id(credential);
+        if let (Some(log), Some(target)) = (&self.proxy.audit, target) {
+            log.placeholder(
+                &snapshot.policy,
+                target,
+                credential,
+                Location::Header,
+                reason,
+            );
+        }
+        match reason {
+            Reason::Allowed => {}
+            Reason::Plaintext => {
+                tracing::warn!(credential = id, host = %self.dest.host, "MCP credential not injected: plain http:// never carries a token; use https://");
+                return Ok(None);
+            }
+            _ => {
+                tracing::info!(credential = id, host = %self.dest.host, "{}", reason.warning());
+                return Ok(None);
+            }
+        }
+        let token = self
+            .proxy
+            .tokens()
+            .bearer(id, OffsetDateTime::now_utc())
+            .await
+            .map_err(ProxyError::McpToken)?;
+        parts
+            .headers
+            .insert(AUTHORIZATION, token.header_value().clone());
+        let counters = &self.proxy.counters;
+        Counters::add(&counters.substituted, 1);
+        counters.substituted_for(id, 1);
+        self.substituted.push(credential);
+        let retry = snapshot
+            .policy
+            .credential(credential)
+            .is_some_and(|c| matches!(&c.auth, Auth::McpOauth(o) if o.refresh.is_some()));
+        Ok(Some(Bearer {
+            credential,
+            token,
+            retry,
+        }))
+    }
+
+    /// Stage 4 for an MCP request whose token can be refreshed: its body is
+    /// kept (when small and of known length), and after an upstream `401`
+    /// the request goes once more with a refreshed token. A `403` is never
+    /// retried: `insufficient_scope` needs the user, not a refresh. Returns
+    /// the answer and the refreshed token, if one was used.
+    async fn send_retrying(
+        &self,
+        mut parts: Parts,
+        body: ProxyBody,
+        declared: Option<u64>,
+        empty: bool,
+        bearer: &Bearer,
+    ) -> Result<(Response<ProxyBody>, Option<BearerToken>), ProxyError> {
+        let kept = match Replay::read(declared, body, empty).await? {
+            Replay::Streamed(body) => {
+                let res = relay::send(self.proxy, Request::from_parts(parts, body)).await?;
+                return Ok((res, None));
+            }
+            Replay::Kept(bytes) => bytes,
+        };
+        let first =
+            Request::from_parts(proxy_mcp::copy_head(&parts), proxy_mcp::full(kept.clone()));
+        let res = relay::send(self.proxy, first).await?;
+        if res.status() != StatusCode::UNAUTHORIZED {
+            return Ok((res, None));
+        }
+        let id = self.credential_id(bearer.credential);
+        let fresh = self
+            .proxy
+            .tokens()
+            .after_unauthorized(id, &bearer.token, OffsetDateTime::now_utc())
+            .await
+            .map_err(ProxyError::McpToken)?;
+        tracing::info!(credential = id, host = %self.dest.host, "MCP server answered 401; sending the request once more with a refreshed token");
+        parts
+            .headers
+            .insert(AUTHORIZATION, fresh.header_value().clone());
+        let res = relay::send(
+            self.proxy,
+            Request::from_parts(parts, proxy_mcp::full(kept)),
+        )
+        .await?;
+        Ok((res, Some(fresh)))
     }
 
     /// The absolute URI the upstream request goes to: always the checked
@@ -315,15 +493,35 @@ impl Exchange<'_> {
     /// An encoded answer to a request that carried a secret cannot be
     /// scrubbed and is refused; other encoded answers pass (no secret was
     /// sent).
+    ///
+    /// `injected` MCP tokens are scrubbed too: by this request's config
+    /// when it knows them, else by the newest config (a token refreshed
+    /// meanwhile), else by patterns made for them alone.
     fn scrub(
         &self,
         res: Response<ProxyBody>,
         secret_sent: bool,
+        injected: &[&BearerToken],
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let bodies = self.snapshot.substitutions.bodies();
+        let known = |s: &Snapshot| injected.iter().all(|t| s.substitutions.scrubs(t.token()));
+        let mut snapshot = self.snapshot.clone();
+        let mut extra = None;
+        if !known(&snapshot) {
+            let newest = self.proxy.snapshot();
+            if known(&newest) {
+                snapshot = newest;
+            } else {
+                let tokens: Vec<(u32, &Secret)> = injected.iter().map(|t| (0, t.token())).collect();
+                extra = Some(Bodies::scrub_only(&tokens)?);
+            }
+        }
+        let bodies = snapshot.substitutions.bodies();
         let host = &self.dest.host;
         let (mut parts, body) = res.into_parts();
-        let in_headers = bodies.scrub_headers(&mut parts.headers);
+        let mut in_headers = bodies.scrub_headers(&mut parts.headers);
+        if let Some(extra) = &extra {
+            in_headers += extra.scrub_headers(&mut parts.headers);
+        }
         if in_headers > 0 {
             Counters::add(&self.proxy.counters.scrubbed, in_headers);
             tracing::warn!(%host, "a secret came back in a response header; the client sees its placeholder");
@@ -340,9 +538,12 @@ impl Exchange<'_> {
             return Ok(Response::from_parts(parts, body));
         }
         parts.headers.remove(CONTENT_LENGTH);
-        let body = bodies
-            .response(body, self.proxy.counters.scrubbed.clone())
-            .boxed();
+        let scrubbed = self.proxy.counters.scrubbed.clone();
+        let body = bodies.response(body, scrubbed.clone()).boxed();
+        let body = match extra {
+            Some(extra) => extra.response(body, scrubbed).boxed(),
+            None => body,
+        };
         Ok(Response::from_parts(parts, body))
     }
 
@@ -375,6 +576,14 @@ impl Exchange<'_> {
             .credential(i)
             .map_or("?", |c| c.id.as_str())
     }
+}
+
+/// The request's declared body length.
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
 }
 
 /// Whether a body is content-encoded (compressed): such bodies are never

@@ -5,6 +5,8 @@
 //! an [`exchange`] with [`Scheme::Http`], in which every
 //! placeholder passes unchanged and the event is logged and audited.
 
+use std::sync::Arc;
+
 use http::{Request, Response};
 use hyper::body::Incoming;
 
@@ -15,7 +17,7 @@ use super::Proxy;
 use crate::host::Authority;
 
 /// Forwards one plaintext request.
-pub async fn handle(proxy: &Proxy, req: Request<Incoming>) -> Response<ProxyBody> {
+pub async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>) -> Response<ProxyBody> {
     let Some(target) = req
         .uri()
         .authority()
@@ -28,5 +30,5 @@ pub async fn handle(proxy: &Proxy, req: Request<Incoming>) -> Response<ProxyBody
         host: target.host,
         scheme: Scheme::Http,
     };
-    exchange::run(proxy, &dest, req).await
+    exchange::run(proxy, dest, req).await
 }

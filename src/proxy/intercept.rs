@@ -96,10 +96,7 @@ pub async fn serve(proxy: Arc<Proxy>, mut io: TokioIo<Upgraded>, dest: Destinati
     let stop = proxy.tasks.stop_signal();
     let dest = Arc::new(dest);
     let handler_proxy = proxy.clone();
-    let handler = move |req| {
-        let (proxy, dest) = (handler_proxy.clone(), dest.clone());
-        async move { exchange::run(&proxy, &dest, req).await }
-    };
+    let handler = move |req| exchange::run(handler_proxy.clone(), dest.clone(), req);
     let protocol = match h2 {
         true => Protocol::Http2 {
             max_streams: limits.http2_max_streams,

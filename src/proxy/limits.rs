@@ -51,6 +51,18 @@ pub const UPSTREAM_TLS_TIMEOUT: Duration = Duration::from_secs(10);
 /// non-streaming model API call sends its headers only when the whole
 /// answer is ready, which can take minutes.
 pub const RESPONSE_HEADER_TIMEOUT: Duration = Duration::from_secs(300);
+/// Largest request body to an MCP server that keyhole keeps, so that it can
+/// send the request once more with a refreshed token after an upstream
+/// `401`. MCP requests are JSON-RPC messages of a few kilobytes; a larger
+/// body, or one of unknown length, streams and its `401` goes to the client.
+pub const MAX_REPLAY_BODY: usize = 256 * 1024;
+/// Longest wait for such a body to arrive before it is sent.
+pub const REPLAY_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest token endpoint answer read (the MCP module's own bound).
+pub const MAX_TOKEN_RESPONSE_BYTES: usize = crate::mcp::response::MAX_TOKEN_RESPONSE_BYTES;
+/// Longest wait for a token endpoint's answer headers and body, each; the
+/// token book bounds the whole refresh too.
+pub const TOKEN_ENDPOINT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for the upstream's answer to a WebSocket upgrade request.
 pub const UPGRADE_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long an idle pooled upstream connection is kept.

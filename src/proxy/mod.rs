@@ -13,7 +13,8 @@
 //! - [`connect`], [`forward`], [`intercept`], [`tunnel`]: the three ways a
 //!   client connection goes on;
 //! - [`exchange`]: one request's stages; [`relay`] its send stage;
-//!   [`websocket`] its upgrade branch; [`headers`] the hop-by-hop rules;
+//!   [`websocket`] its upgrade branch; [`mcp`] the MCP token endpoint and
+//!   replay buffer; [`headers`] the hop-by-hop rules;
 //! - [`respond`]: [`ProxyError`], every response
 //!   keyhole makes itself;
 //! - [`upstream`]: the [`Dialer`] and the pooled client;
@@ -35,6 +36,7 @@ pub mod headers;
 pub mod idle;
 pub mod intercept;
 pub mod limits;
+pub mod mcp;
 pub mod relay;
 pub mod resolve;
 pub mod respond;
@@ -64,6 +66,7 @@ use self::limits::{Limits, SHUTDOWN_GRACE};
 use self::respond::ProxyError;
 use self::server::{Protocol, Tasks, WhenFull};
 use self::upstream::Dialer;
+use crate::mcp::{TokenBook, TokenPersist};
 use crate::tls::LeafCache;
 
 /// A connection's share of [`Limits::max_connections`]: held by the client
@@ -87,6 +90,8 @@ pub struct Proxy {
     dialer: Arc<Dialer>,
     /// TLS towards upstreams offering only HTTP/1.1, for upgrades.
     ws_tls: TlsConnector,
+    /// The live token of every MCP credential.
+    tokens: Arc<TokenBook>,
     tasks: Tasks,
 }
 
@@ -94,22 +99,28 @@ pub struct Proxy {
 
 impl Proxy {
     /// Assembles a proxy from its parts. `tls` verifies upstreams; the
-    /// dialer's timeouts are set from `limits`.
+    /// dialer's timeouts are set from `limits`; refreshed MCP tokens are
+    /// saved through `persist`.
     pub fn new(
         snapshot: Snapshot,
         leaves: LeafCache,
         tls: Arc<rustls::ClientConfig>,
         dialer: Dialer,
         limits: Limits,
+        persist: Arc<dyn TokenPersist>,
     ) -> Proxy {
         let dialer = Arc::new(dialer.with_timeouts(limits.connect_timeout, limits.tls_timeout));
         let mut h1_only = (*tls).clone();
         h1_only.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let client = upstream::client(TlsConnector::from(tls), dialer.clone());
+        let tokens = TokenBook::new(Arc::new(mcp::Endpoint::new(client.clone())), persist);
+        tokens.sync(snapshot.policy.config());
         Proxy {
             ws_tls: TlsConnector::from(Arc::new(h1_only)),
             live: ArcSwap::from_pointee(snapshot),
             leaves,
-            client: upstream::client(TlsConnector::from(tls), dialer.clone()),
+            client,
+            tokens: Arc::new(tokens),
             dialer,
             tasks: Tasks::new(),
             counters: Counters::default(),
@@ -136,9 +147,16 @@ impl Proxy {
         self.live.load_full()
     }
 
-    /// Puts a new policy generation in force for every later request.
+    /// Puts a new policy generation in force for every later request, and
+    /// tells the token book of the MCP tokens it configures.
     pub fn install(&self, snapshot: Snapshot) {
+        self.tokens.sync(snapshot.policy.config());
         self.live.store(Arc::new(snapshot));
+    }
+
+    /// The live token of every MCP credential.
+    pub fn tokens(&self) -> &TokenBook {
+        &self.tokens
     }
 
     /// Accepts connections on `listener` until `shutdown` completes, then
@@ -191,7 +209,7 @@ impl Proxy {
             return connect::handle(self, req, peer, slot).await;
         }
         match req.uri().scheme_str() {
-            Some("http") => forward::handle(&self, req).await,
+            Some("http") => forward::handle(self, req).await,
             Some("https") => ProxyError::HttpsWithoutConnect.into_response(),
             _ => ProxyError::NotAProxyRequest.into_response(),
         }

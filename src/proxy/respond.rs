@@ -20,6 +20,7 @@ use super::resolve::ResolveError;
 use super::upstream::dialer::certificate_advice;
 use super::upstream::DialError;
 use crate::host::{Host, HostError};
+use crate::mcp::TokenError;
 use crate::proxy::destination::Prohibited;
 use crate::substitute::SubstituteError;
 
@@ -212,6 +213,23 @@ pub enum ProxyError {
     /// A secret could not be put in place; nothing was sent.
     #[error("{0}")]
     Substitution(SubstituteError),
+    /// No usable token for the MCP credential of this request; nothing
+    /// was sent (never a stale token).
+    #[error("{0}")]
+    McpToken(TokenError),
+    /// A request body keyhole had to read whole (to send it again after a
+    /// token refresh) did not arrive in time.
+    #[error("the request body did not arrive within {}s", after.as_secs())]
+    BodyTimeout {
+        /// The limit.
+        after: Duration,
+    },
+    /// Such a body could not be read.
+    #[error("cannot read the request body: {chain}")]
+    BodyRead {
+        /// The error and its sources.
+        chain: String,
+    },
 
     // --- the upstream ---
     /// Reaching the upstream failed.
@@ -288,6 +306,9 @@ impl ProxyError {
             E::Prohibited { why, .. } => prohibited(*why),
             E::OverLimit { .. } => (S::SERVICE_UNAVAILABLE, T::ConnectionLimitReached),
             E::Substitution(_) => (S::INTERNAL_SERVER_ERROR, T::ProxyConfigurationError),
+            E::McpToken(_) => (S::BAD_GATEWAY, T::HttpRequestError),
+            E::BodyTimeout { .. } => (S::REQUEST_TIMEOUT, T::HttpRequestError),
+            E::BodyRead { .. } => (S::BAD_REQUEST, T::HttpRequestError),
             E::Dial(d) => dial_kind(d),
             E::ResponseTimeout { .. } | E::UpgradeTimeout { .. } => {
                 (S::GATEWAY_TIMEOUT, T::HttpResponseTimeout)

@@ -19,6 +19,11 @@ use http_body::{Body, Frame, SizeHint};
 use super::scrub::{scrub_patterns, scrub_value_with, ScrubPattern};
 use super::stream::{Decide, Patterns, Stream};
 use super::{Entry, SubstituteError};
+use crate::secret::Secret;
+
+/// What replaces a secret that has no placeholder (an MCP token) in a
+/// response: the client never held it, so any stand-in will do.
+pub const REDACTED: &str = "keyhole-redacted";
 
 /// The compiled body and response patterns of one config.
 #[derive(Clone)]
@@ -74,16 +79,23 @@ pub struct RewriteBody<B, D> {
 // === impl Bodies ===
 
 impl Bodies {
-    pub(super) fn new(entries: &[Entry]) -> Result<Bodies, SubstituteError> {
+    /// Patterns for `entries`, whose secrets are scrubbed back to their
+    /// placeholders, and for `scrub_only` secrets (MCP tokens, which have
+    /// no placeholder), scrubbed to [`REDACTED`].
+    pub(super) fn new(
+        entries: &[Entry],
+        scrub_only: &[(u32, &Secret)],
+    ) -> Result<Bodies, SubstituteError> {
         let placeholders = Patterns::new(
             &entries
                 .iter()
                 .map(|e| e.placeholder.as_bytes())
                 .collect::<Vec<_>>(),
         )?;
-        let secrets: Vec<(u32, &crate::secret::Secret, &str)> = entries
+        let secrets: Vec<(u32, &Secret, &str)> = entries
             .iter()
             .map(|e| (e.credential, &e.secret, e.placeholder.as_str()))
+            .chain(scrub_only.iter().map(|(c, s)| (*c, *s, REDACTED)))
             .collect();
         let scrub = scrub_patterns(&secrets);
         let secret_patterns = Patterns::new(
@@ -108,6 +120,12 @@ impl Bodies {
             scrub: scrub.into(),
             replacements,
         })
+    }
+
+    /// Scrubbing only, for secrets a config's patterns do not hold yet (an
+    /// MCP access token just refreshed): each becomes [`REDACTED`].
+    pub fn scrub_only(secrets: &[(u32, &Secret)]) -> Result<Bodies, SubstituteError> {
+        Bodies::new(&[], secrets)
     }
 
     /// Whether a credential in `allowed` has body injection on, so that a

@@ -48,6 +48,9 @@ pub struct Substitutions {
     automaton: AhoCorasick,
     /// Request-body and response patterns.
     bodies: bodies::Bodies,
+    /// The secrets of MCP credentials, by credential index: scrubbed from
+    /// responses, never substituted.
+    mcp_secrets: Vec<(u32, Secret)>,
 }
 
 /// One substitutable credential.
@@ -187,18 +190,37 @@ impl Substitutions {
         let automaton = AhoCorasick::builder()
             .match_kind(MatchKind::LeftmostLongest)
             .build(entries.iter().map(|e| e.placeholder.as_bytes()))?;
-        let bodies = bodies::Bodies::new(&entries)?;
+        // MCP credentials' secrets are never substituted (keyhole injects
+        // them itself) but are scrubbed from responses like any secret.
+        let mcp_secrets: Vec<(u32, Secret)> = config
+            .credentials
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.environment_variable().is_none())
+            .flat_map(|(i, c)| secrets(c).map(move |s| (i as u32, s.clone())))
+            .collect();
+        let scrub_only: Vec<(u32, &Secret)> = mcp_secrets.iter().map(|(i, s)| (*i, s)).collect();
+        let bodies = bodies::Bodies::new(&entries, &scrub_only)?;
         Ok(Substitutions {
             entries,
             by_credential,
             automaton,
             bodies,
+            mcp_secrets,
         })
     }
 
     /// Request-body substitution and response scrubbing for this config.
     pub fn bodies(&self) -> &bodies::Bodies {
         &self.bodies
+    }
+
+    /// Whether responses are scrubbed of `secret` (an MCP token) under this
+    /// config. A token refreshed after the config was compiled is not.
+    pub fn scrubs(&self, secret: &Secret) -> bool {
+        self.mcp_secrets
+            .iter()
+            .any(|(_, s)| s.expose() == secret.expose())
     }
 
     /// The placeholder of credential `credential` (its index in the
