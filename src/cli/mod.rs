@@ -84,6 +84,15 @@ pub struct RunArgs {
     /// Also refuse private, loopback and link-local destinations.
     #[arg(long)]
     pub deny_private: bool,
+    /// Transparent mode: also accept, on this address, connections the
+    /// kernel redirected here (an nftables or iptables REDIRECT), and
+    /// handle each as a CONNECT to its original destination would be.
+    #[arg(long, value_name = "ADDR")]
+    pub transparent: Option<String>,
+    /// In transparent mode, close connections that are neither TLS nor
+    /// HTTP even where egress allows their address (default: tunnel them).
+    #[arg(long)]
+    pub transparent_refuse_raw: bool,
     /// Longest wait for an upstream's response headers, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 300.0)]
     pub response_header_timeout: f64,

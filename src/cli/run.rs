@@ -48,6 +48,9 @@ pub fn run(args: &RunArgs) -> ExitCode {
         if let Some(admin) = bound.admin_addr {
             println!("keyhole admin listening on {admin}");
         }
+        if let Some(transparent) = bound.transparent_addr {
+            println!("keyhole transparent listening on {transparent}");
+        }
         bound.serve(shutdown_signal()).await;
         ExitCode::SUCCESS
     })
@@ -126,11 +129,14 @@ pub(super) struct Bound {
     pub addr: SocketAddr,
     /// The admin API's address, with `--admin`.
     pub admin_addr: Option<SocketAddr>,
+    /// The transparent listener's address, with `--transparent`.
+    pub transparent_addr: Option<SocketAddr>,
     proxy: Proxy,
     store: Arc<Store>,
     key: Arc<PlaceholderKey>,
     listener: TcpListener,
     admin: Option<(TcpListener, Token)>,
+    transparent: Option<TcpListener>,
 }
 
 // === impl Bound ===
@@ -163,14 +169,25 @@ impl Bound {
             }
             _ => (None, None),
         };
+        let (transparent, transparent_addr) = match &args.transparent {
+            Some(at) => {
+                let (l, a) = bind(at, "transparent mode").await?;
+                proxy.set_listener(a);
+                (Some(l), Some(a))
+            }
+            None => (None, None),
+        };
+        proxy.transparent_raw = !args.transparent_refuse_raw;
         Ok(Bound {
             addr,
             admin_addr,
+            transparent_addr,
             proxy,
             store,
             key,
             listener,
             admin,
+            transparent,
         })
     }
 
@@ -179,17 +196,23 @@ impl Bound {
         let Bound {
             addr,
             admin_addr,
+            transparent_addr,
             proxy,
             store,
             key,
             listener,
             admin,
+            transparent,
         } = self;
         tracing::info!(%addr, "listening");
         if let Some(a) = admin_addr {
             tracing::info!(addr = %a, "admin API listening");
         }
         let proxy = Arc::new(proxy);
+        if let (Some(l), Some(a)) = (transparent, transparent_addr) {
+            tracing::info!(addr = %a, "transparent listener");
+            proxy.serve_transparent(l);
+        }
         let installer = proxy.clone();
         store.on_change(Box::new(move |config| {
             installer.install(Snapshot::compile(&config, &key)?);

@@ -78,6 +78,7 @@ pub async fn handle(
                 host,
                 port,
                 scheme: Scheme::Https,
+                pinned: None,
             };
             proxy.tasks.spawn(async move {
                 let _slot = slot;

@@ -26,6 +26,7 @@
 
 use std::borrow::Borrow;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -41,7 +42,7 @@ use super::headers::{strip_hop_by_hop, strip_host};
 use super::mcp::{self as proxy_mcp, Replay};
 use super::respond::{BadHost, ProxyError};
 use super::websocket::{self, upgrade_kind, UpgradeKind};
-use super::{counters, relay, Counters, Proxy, Snapshot};
+use super::{counters, relay, upstream, Counters, Proxy, Snapshot};
 use crate::audit::{self, Location, Reason, Target};
 use crate::host::{Authority, Host};
 use crate::mcp::{self, BearerToken, McpMatch};
@@ -59,6 +60,19 @@ pub struct Destination {
     pub port: u16,
     /// How keyhole reaches it.
     pub scheme: Scheme,
+    /// The one address to dial, when the client chose it (transparent
+    /// mode), with the client whose connections all go there; `None`:
+    /// resolve the host, through the shared pool.
+    pub pinned: Option<Pinned>,
+}
+
+/// A destination's own address and upstream client.
+#[derive(Debug, Clone)]
+pub struct Pinned {
+    /// The address.
+    pub addr: SocketAddr,
+    /// A client that dials only `addr`.
+    pub client: upstream::Client,
 }
 
 /// How the destination is reached, which decides whether secrets may go.
@@ -172,7 +186,10 @@ impl Exchange<'_> {
             };
             // Boxed: a rare branch whose state would otherwise make every
             // request's future larger (and every move of it dearer).
-            let relay = websocket::relay(self.proxy, &authority, protocol, parts, body, on_upgrade);
+            let pinned = self.dest.pinned.as_ref().map(|p| p.addr);
+            let relay = websocket::relay(
+                self.proxy, &authority, pinned, protocol, parts, body, on_upgrade,
+            );
             return Box::pin(relay).await;
         }
         let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -194,10 +211,10 @@ impl Exchange<'_> {
             Some(b) if b.retry => {
                 Box::pin(self.send_retrying(parts, body, declared, empty, b)).await?
             }
-            _ => (
-                relay::send(self.proxy, Request::from_parts(parts, body)).await?,
-                None,
-            ),
+            _ => {
+                let req = Request::from_parts(parts, body);
+                (relay::send(self.proxy, self.client(), req).await?, None)
+            }
         };
         let injected: Vec<&BearerToken> = bearer
             .as_ref()
@@ -384,14 +401,15 @@ impl Exchange<'_> {
     ) -> Result<(Response<ProxyBody>, Option<BearerToken>), ProxyError> {
         let kept = match Replay::read(declared, body, empty).await? {
             Replay::Streamed(body) => {
-                let res = relay::send(self.proxy, Request::from_parts(parts, body)).await?;
+                let res = relay::send(self.proxy, self.client(), Request::from_parts(parts, body))
+                    .await?;
                 return Ok((res, None));
             }
             Replay::Kept(bytes) => bytes,
         };
         let first =
             Request::from_parts(proxy_mcp::copy_head(&parts), proxy_mcp::full(kept.clone()));
-        let res = relay::send(self.proxy, first).await?;
+        let res = relay::send(self.proxy, self.client(), first).await?;
         if res.status() != StatusCode::UNAUTHORIZED {
             return Ok((res, None));
         }
@@ -408,6 +426,7 @@ impl Exchange<'_> {
             .insert(AUTHORIZATION, fresh.header_value().clone());
         let res = relay::send(
             self.proxy,
+            self.client(),
             Request::from_parts(parts, proxy_mcp::full(kept)),
         )
         .await?;
@@ -568,6 +587,14 @@ impl Exchange<'_> {
             error,
             "request"
         );
+    }
+
+    /// The client requests to this destination go through.
+    fn client(&self) -> &upstream::Client {
+        match &self.dest.pinned {
+            Some(pinned) => &pinned.client,
+            None => &self.proxy.client,
+        }
     }
 
     fn credential_id(&self, i: u32) -> &str {

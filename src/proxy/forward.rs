@@ -29,6 +29,7 @@ pub async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>) -> Response<Proxy
         port: target.port.unwrap_or(80),
         host: target.host,
         scheme: Scheme::Http,
+        pinned: None,
     };
     exchange::run(proxy, dest, req).await
 }

@@ -1,70 +1,151 @@
-//! Interception: terminate the client's TLS with a leaf certificate for the
-//! CONNECT host, then serve its requests, each one an
-//! [`exchange`] with the CONNECT host as destination.
+//! Interception: read the client's TLS ClientHello, terminate its TLS with
+//! a leaf certificate for the destination host, then serve its requests,
+//! each one an [`exchange`] with that destination.
+//!
+//! Used for CONNECT tunnels ([`serve`]) and for connections the kernel
+//! redirected ([`super::transparent`]), which share [`read_hello`] and
+//! [`serve_tls`].
 //!
 //! Fail closed at every step: a tunnel that does not start with a TLS
 //! ClientHello within [`PEEK_TIMEOUT`] is refused (never relayed blindly);
 //! an SNI naming another host is refused (absent SNI only for IP targets);
 //! a request whose `Host`/`:authority` names another host gets `421`. The
-//! upstream is always the CONNECT authority.
+//! upstream is always the destination.
 
 use std::sync::Arc;
 
-use hyper::upgrade::Upgraded;
-use hyper_util::rt::TokioIo;
-use tokio::io::AsyncReadExt;
-use tokio_rustls::LazyConfigAcceptor;
+use rustls::server::{Accepted, Acceptor};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio_rustls::StartHandshake;
 
 use super::exchange::{self, Destination};
 use super::idle::Idle;
-use super::limits::{CLIENT_TLS_TIMEOUT, PEEK_TIMEOUT};
+use super::limits::{CLIENT_TLS_TIMEOUT, MAX_CLIENT_HELLO, PEEK_TIMEOUT};
 use super::respond::ProxyError;
-use super::rewind::Rewind;
 use super::server::{self, Protocol};
 use super::Proxy;
 use crate::host::Host;
 
 /// First byte of a TLS handshake record, as every ClientHello starts.
-const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+pub const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
-/// Serves one intercepted tunnel to `dest` until the client is done.
-pub async fn serve(proxy: Arc<Proxy>, mut io: TokioIo<Upgraded>, dest: Destination) {
+/// A ClientHello read off a connection: rustls' view of it, and every byte
+/// read so far, so that a connection keyhole decides to tunnel can be
+/// replayed to the upstream as the client sent it.
+pub struct Hello {
+    accepted: Accepted,
+    sni: Option<String>,
+    /// The bytes read, ClientHello first.
+    pub bytes: Vec<u8>,
+}
+
+/// Why no ClientHello was read.
+#[derive(Debug, thiserror::Error)]
+pub enum HelloError {
+    /// The client closed the connection first.
+    #[error("the client closed the connection before its ClientHello")]
+    Closed,
+    /// Nothing came within [`PEEK_TIMEOUT`], or the rest not within
+    /// [`CLIENT_TLS_TIMEOUT`].
+    #[error("no complete ClientHello in time")]
+    Timeout,
+    /// The first byte is not a TLS handshake record.
+    #[error("the client did not start TLS")]
+    NotTls,
+    /// Longer than [`MAX_CLIENT_HELLO`].
+    #[error("the ClientHello is longer than {MAX_CLIENT_HELLO} bytes")]
+    TooLarge,
+    /// rustls refused it.
+    #[error("not a valid ClientHello: {0}")]
+    Invalid(rustls::Error),
+    /// Reading failed.
+    #[error("reading the ClientHello failed: {0}")]
+    Io(std::io::Error),
+}
+
+// === impl Hello ===
+
+impl Hello {
+    /// The SNI, as the client sent it.
+    pub fn sni(&self) -> Option<&str> {
+        self.sni.as_deref()
+    }
+}
+
+/// Reads a whole ClientHello from `io`: the first byte within
+/// [`PEEK_TIMEOUT`] (and it must start a TLS handshake record), the rest
+/// within [`CLIENT_TLS_TIMEOUT`], at most [`MAX_CLIENT_HELLO`] bytes. A
+/// ClientHello of any size up to the bound is read whole (post-quantum key
+/// shares make them larger than one packet).
+pub async fn read_hello<IO: AsyncRead + Unpin>(io: &mut IO) -> Result<Hello, HelloError> {
+    let mut acceptor = Acceptor::default();
+    let mut bytes = Vec::with_capacity(2048);
+    let mut chunk = [0u8; 4096];
+    let mut first = true;
+    let deadline = tokio::time::Instant::now() + CLIENT_TLS_TIMEOUT;
+    loop {
+        let read = io.read(&mut chunk);
+        let n = match first {
+            true => tokio::time::timeout(PEEK_TIMEOUT, read).await,
+            false => tokio::time::timeout_at(deadline, read).await,
+        }
+        .map_err(|_| HelloError::Timeout)?
+        .map_err(HelloError::Io)?;
+        let Some(got) = chunk.get(..n).filter(|c| !c.is_empty()) else {
+            return Err(HelloError::Closed);
+        };
+        if first && got.first() != Some(&TLS_HANDSHAKE_RECORD) {
+            return Err(HelloError::NotTls);
+        }
+        first = false;
+        if bytes.len() + got.len() > MAX_CLIENT_HELLO {
+            return Err(HelloError::TooLarge);
+        }
+        bytes.extend_from_slice(got);
+        let mut rest = got;
+        while !rest.is_empty() {
+            acceptor.read_tls(&mut rest).map_err(HelloError::Io)?;
+        }
+        match acceptor.accept() {
+            Ok(Some(accepted)) => {
+                let sni = accepted.client_hello().server_name().map(str::to_owned);
+                return Ok(Hello {
+                    accepted,
+                    sni,
+                    bytes,
+                });
+            }
+            Ok(None) => {}
+            Err((e, _alert)) => return Err(HelloError::Invalid(e)),
+        }
+    }
+}
+
+/// Serves one CONNECT tunnel that keyhole intercepts, until the client is
+/// done. Its SNI must name the CONNECT host (an IP target may have none).
+pub async fn serve<IO>(proxy: Arc<Proxy>, mut io: IO, dest: Destination)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let host = dest.host.clone();
-    let mut first = [0u8; 1];
-    match tokio::time::timeout(PEEK_TIMEOUT, io.read(&mut first)).await {
-        Ok(Ok(1)) => {}
-        Ok(Ok(_)) | Ok(Err(_)) => return,
-        Err(_) => {
-            tracing::info!(%host, "intercepted tunnel closed: no TLS ClientHello within {}s", PEEK_TIMEOUT.as_secs());
+    let hello = match read_hello(&mut io).await {
+        Ok(hello) => hello,
+        Err(HelloError::NotTls) => {
+            tracing::warn!(%host, "intercepted tunnel refused: the client did not start TLS");
+            server::refuse(io, ProxyError::NotTls { host }).await;
             return;
         }
-    }
-    if first[0] != TLS_HANDSHAKE_RECORD {
-        tracing::warn!(%host, "intercepted tunnel refused: the client did not start TLS");
-        server::refuse(io, ProxyError::NotTls { host }).await;
-        return;
-    }
-    let acceptor = LazyConfigAcceptor::new(
-        rustls::server::Acceptor::default(),
-        Rewind::new(first.to_vec(), io),
-    );
-    let start = match tokio::time::timeout(CLIENT_TLS_TIMEOUT, acceptor).await {
-        Ok(Ok(start)) => start,
-        Ok(Err(e)) => {
-            tracing::warn!(%host, error = %e, "intercepted tunnel refused: not a TLS ClientHello");
-            return;
-        }
-        Err(_) => {
-            tracing::info!(%host, "intercepted tunnel closed: ClientHello incomplete after {}s", CLIENT_TLS_TIMEOUT.as_secs());
+        Err(e) => {
+            tracing::info!(%host, "intercepted tunnel closed: {e}");
             return;
         }
     };
-    let sni = start.client_hello().server_name().map(str::to_owned);
-    match sni.as_deref().map(Host::parse) {
+    match hello.sni().map(Host::parse) {
         Some(Ok(named)) if named == host => {}
         None if !host.is_name() => {}
         Some(_) => {
-            tracing::warn!(%host, sni = sni.as_deref().unwrap_or(""), "TLS refused: the SNI names another host than the CONNECT target");
+            let sni = hello.sni().unwrap_or_default();
+            tracing::warn!(%host, sni, "TLS refused: the SNI names another host than the CONNECT target");
             return;
         }
         None => {
@@ -72,6 +153,17 @@ pub async fn serve(proxy: Arc<Proxy>, mut io: TokioIo<Upgraded>, dest: Destinati
             return;
         }
     }
+    serve_tls(proxy, io, hello, dest).await;
+}
+
+/// Completes the client's TLS handshake with a leaf for `dest`'s host
+/// (within [`CLIENT_TLS_TIMEOUT`]) and serves its requests, HTTP/2 or
+/// HTTP/1.1 by ALPN, each as an [`exchange`] to `dest`.
+pub async fn serve_tls<IO>(proxy: Arc<Proxy>, io: IO, hello: Hello, dest: Destination)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let host = dest.host.clone();
     let config = match proxy.leaves.server_config(&host).await {
         Ok(c) => c,
         Err(e) => {
@@ -79,6 +171,7 @@ pub async fn serve(proxy: Arc<Proxy>, mut io: TokioIo<Upgraded>, dest: Destinati
             return;
         }
     };
+    let start = StartHandshake::from_parts(hello.accepted, io);
     let tls = match tokio::time::timeout(CLIENT_TLS_TIMEOUT, start.into_stream(config)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {

@@ -28,8 +28,17 @@ pub const HTTP2_MAX_STREAMS: u32 = 100;
 /// Longest wait for the first byte inside a new tunnel (the start of a TLS
 /// ClientHello). A client that opens a tunnel and says nothing is closed.
 pub const PEEK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest ClientHello keyhole reads. One with post-quantum key shares is
+/// about 1.5-2 KiB; the bound leaves room for large extension sets (many
+/// PSK identities, ECH) while keeping a connection that never completes
+/// its hello from holding more.
+pub const MAX_CLIENT_HELLO: usize = 32 * 1024;
 /// Longest wait for the client's side of a TLS handshake with keyhole.
 pub const CLIENT_TLS_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for the first bytes of a redirected connection
+/// (transparent mode). A client that says nothing first (a protocol whose
+/// server speaks first) is then treated as neither TLS nor HTTP.
+pub const SNIFF_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest wait, after shutdown is asked for, for requests in flight.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// How long a refusal written to a connection that has no HTTP server on it

@@ -11,7 +11,8 @@
 //! Module map:
 //! - [`server`]: accept loop, HTTP/1.1 and HTTP/2 serving, graceful shutdown;
 //! - [`connect`], [`forward`], [`intercept`], [`tunnel`]: the three ways a
-//!   client connection goes on;
+//!   client connection goes on; [`transparent`]: connections the kernel
+//!   redirected, decided by their SNI or `Host`;
 //! - [`exchange`]: one request's stages; [`relay`] its send stage;
 //!   [`websocket`] its upgrade branch; [`mcp`] the MCP token endpoint and
 //!   replay buffer; [`headers`] the hop-by-hop rules;
@@ -21,7 +22,7 @@
 //!   [`resolve`]: `--resolve` pins and lookups; [`destination`]: which
 //!   addresses may be dialled;
 //! - [`head_guard`]: request heads checked before hyper reads them;
-//!   [`idle`], [`rewind`]: IO wrappers; [`body`]: the body type;
+//!   [`idle`]: the idle-timeout IO wrapper; [`body`]: the body type;
 //! - [`snapshot`]: one compiled policy generation; [`counters`]: metrics;
 //!   [`limits`]: every bound and timeout.
 
@@ -40,9 +41,9 @@ pub mod mcp;
 pub mod relay;
 pub mod resolve;
 pub mod respond;
-pub mod rewind;
 pub mod server;
 pub mod snapshot;
+pub mod transparent;
 pub mod tunnel;
 pub mod upstream;
 pub mod websocket;
@@ -88,8 +89,13 @@ pub struct Proxy {
     leaves: LeafCache,
     client: upstream::Client,
     dialer: Arc<Dialer>,
+    /// TLS towards upstreams (for clients of transparent connections).
+    tls: TlsConnector,
     /// TLS towards upstreams offering only HTTP/1.1, for upgrades.
     ws_tls: TlsConnector,
+    /// Whether transparent connections that are neither TLS nor HTTP may be
+    /// tunnelled where egress allows their address.
+    pub transparent_raw: bool,
     /// The live token of every MCP credential.
     tokens: Arc<TokenBook>,
     tasks: Tasks,
@@ -112,11 +118,14 @@ impl Proxy {
         let dialer = Arc::new(dialer.with_timeouts(limits.connect_timeout, limits.tls_timeout));
         let mut h1_only = (*tls).clone();
         h1_only.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let client = upstream::client(TlsConnector::from(tls), dialer.clone());
+        let tls = TlsConnector::from(tls);
+        let client = upstream::client(tls.clone(), dialer.clone());
         let tokens = TokenBook::new(Arc::new(mcp::Endpoint::new(client.clone())), persist);
         tokens.sync(snapshot.policy.config());
         Proxy {
             ws_tls: TlsConnector::from(Arc::new(h1_only)),
+            tls,
+            transparent_raw: true,
             live: ArcSwap::from_pointee(snapshot),
             leaves,
             client,
@@ -157,6 +166,40 @@ impl Proxy {
     /// The live token of every MCP credential.
     pub fn tokens(&self) -> &TokenBook {
         &self.tokens
+    }
+
+    /// A destination address with a client of its own that dials only it.
+    fn pinned(&self, addr: SocketAddr) -> exchange::Pinned {
+        exchange::Pinned {
+            addr,
+            client: upstream::pinned_client(self.tls.clone(), self.dialer.clone(), addr),
+        }
+    }
+
+    /// Serves connections the kernel redirected (transparent mode) on
+    /// `listener`, one connection slot each, until shutdown begins; runs as
+    /// one of the proxy's tasks, so shutdown waits for it.
+    pub fn serve_transparent(self: &Arc<Self>, listener: TcpListener) {
+        let proxy = self.clone();
+        self.tasks.spawn(async move {
+            let stopped = server::stopped(proxy.tasks.stop_signal());
+            let (slots, tasks) = (&proxy.slots, &proxy.tasks);
+            server::accept_loop(
+                &listener,
+                slots,
+                WhenFull::Close,
+                tasks,
+                stopped,
+                |tcp, peer, slot| {
+                    let proxy = proxy.clone();
+                    async move {
+                        let _slot = slot;
+                        transparent::handle(proxy, tcp, peer).await;
+                    }
+                },
+            )
+            .await;
+        });
     }
 
     /// Accepts connections on `listener` until `shutdown` completes, then

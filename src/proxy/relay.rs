@@ -7,19 +7,20 @@ use http_body_util::BodyExt;
 use super::body::{BodyError, ProxyBody};
 use super::headers::strip_hop_by_hop;
 use super::respond::ProxyError;
-use super::upstream::find_dial_error;
+use super::upstream::{find_dial_error, Client};
 use super::Proxy;
 
-/// Sends `req` (whose URI names the checked destination) through the
-/// pooled client and returns the upstream's response with hop-by-hop
-/// headers removed, or why there is none.
+/// Sends `req` (whose URI names the checked destination) through `client`
+/// and returns the upstream's response with hop-by-hop headers removed, or
+/// why there is none.
 pub async fn send(
     proxy: &Proxy,
+    client: &Client,
     req: Request<ProxyBody>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let host = req.uri().host().unwrap_or_default().to_owned();
     let limit = proxy.limits.response_header_timeout;
-    match tokio::time::timeout(limit, proxy.client.request(req)).await {
+    match tokio::time::timeout(limit, client.request(req)).await {
         Err(_) => Err(ProxyError::ResponseTimeout { host, after: limit }),
         Ok(Err(e)) => Err(match find_dial_error(&e) {
             Some(d) => ProxyError::Dial(d.clone()),

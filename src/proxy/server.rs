@@ -49,6 +49,9 @@ pub enum WhenFull {
     /// Stop accepting until a slot frees (the admin API: the kernel's
     /// backlog holds the rest).
     Wait,
+    /// Close the connection (transparent mode: the client did not ask for
+    /// a proxy and may not speak HTTP).
+    Close,
 }
 
 /// How HTTP/1.1 connections are read.
@@ -118,7 +121,7 @@ pub async fn accept_loop<H, F>(
     tokio::pin!(shutdown);
     loop {
         let slot = match when_full {
-            WhenFull::Refuse { .. } => None,
+            WhenFull::Refuse { .. } | WhenFull::Close => None,
             WhenFull::Wait => tokio::select! {
                 _ = &mut shutdown => return,
                 permit = slots.clone().acquire_owned() => match permit {
@@ -142,11 +145,9 @@ pub async fn accept_loop<H, F>(
         let slot = match slot.map_or_else(|| slots.clone().try_acquire_owned(), Ok) {
             Ok(slot) => slot,
             Err(_) => {
-                let max = match when_full {
-                    WhenFull::Refuse { max } => max,
-                    WhenFull::Wait => 0,
-                };
-                tasks.spawn(refuse(tcp, ProxyError::OverLimit { max }));
+                if let WhenFull::Refuse { max } = when_full {
+                    tasks.spawn(refuse(tcp, ProxyError::OverLimit { max }));
+                }
                 continue;
             }
         };

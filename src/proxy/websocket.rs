@@ -7,6 +7,8 @@
 //! unchanged: keyhole does not look inside WebSocket frames.
 //! Upgrades to anything but `websocket` (such as `h2c`) are refused.
 
+use std::net::SocketAddr;
+
 use http::header::{HeaderValue, CONNECTION, HOST, UPGRADE};
 use http::request::Parts;
 use http::{Request, Response, StatusCode, Uri, Version};
@@ -54,17 +56,25 @@ pub fn upgrade_kind<B>(req: &Request<B>) -> UpgradeKind {
 }
 
 /// Relays an upgrade request whose headers are already substituted and
-/// stripped of hop-by-hop headers; joins both sides after a `101`.
+/// stripped of hop-by-hop headers to `target` (at `pinned`, when the client
+/// chose the address); joins both sides after a `101`.
 pub async fn relay(
     proxy: &Proxy,
     target: &Authority,
+    pinned: Option<SocketAddr>,
     upgrade: HeaderValue,
     mut parts: Parts,
     body: Incoming,
     client: OnUpgrade,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let port = target.port.unwrap_or(443);
-    let tls = proxy.dialer.open_tls(&proxy.ws_tls, target, port).await?;
+    let tls = match pinned {
+        Some(addr) => {
+            let tcp = proxy.dialer.dial_addr(target.to_string(), addr).await?;
+            proxy.dialer.handshake(&proxy.ws_tls, target, tcp).await?
+        }
+        None => proxy.dialer.open_tls(&proxy.ws_tls, target, port).await?,
+    };
     let failed = |e: hyper::Error| ProxyError::UpgradeFailed {
         host: target.host.clone(),
         chain: error_chain(&e),

@@ -134,6 +134,15 @@ impl Dialer {
         self.dial_addrs(authority, &addrs).await
     }
 
+    /// Whether `host`, resolved as a dial to it would be (pins first, then
+    /// one lookup), includes `addr`'s IP. A failed lookup is `false`.
+    pub async fn resolves_to(&self, host: &crate::host::Host, addr: SocketAddr) -> bool {
+        self.pins
+            .lookup(host, addr.port())
+            .await
+            .is_ok_and(|addrs| addrs.iter().any(|a| a.ip() == addr.ip()))
+    }
+
     /// Dials `addr` itself (no lookup), after the guard accepted it: for a
     /// destination whose address is already known.
     pub async fn dial_addr(

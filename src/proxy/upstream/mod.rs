@@ -17,6 +17,7 @@ pub use dialer::{DialError, Dialer};
 pub use stream::UpstreamStream;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -34,19 +35,41 @@ use crate::host::Authority;
 pub struct Connector {
     tls: TlsConnector,
     dialer: Arc<Dialer>,
+    /// The one address to dial, whatever the name resolves to (transparent
+    /// mode: the client chose it).
+    fixed: Option<SocketAddr>,
 }
 
 /// The pooled HTTP client towards upstreams.
 pub type Client = hyper_util::client::legacy::Client<Connector, ProxyBody>;
 
-/// Builds the pooled client.
+/// Builds the pooled client, which resolves each name once per connection.
 pub fn client(tls: TlsConnector, dialer: Arc<Dialer>) -> Client {
+    build(Connector {
+        tls,
+        dialer,
+        fixed: None,
+    })
+}
+
+/// Builds a client whose every connection goes to `addr` (TLS still
+/// verified for the request's host): for one transparent connection, whose
+/// client chose the address. Its pool lives as long as that connection.
+pub fn pinned_client(tls: TlsConnector, dialer: Arc<Dialer>, addr: SocketAddr) -> Client {
+    build(Connector {
+        tls,
+        dialer,
+        fixed: Some(addr),
+    })
+}
+
+fn build(connector: Connector) -> Client {
     hyper_util::client::legacy::Client::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
-        .build(Connector { tls, dialer })
+        .build(connector)
 }
 
 // === impl Connector ===
@@ -62,11 +85,18 @@ impl Connector {
             _ => return Err(bad()),
         };
         let port = target.port.unwrap_or(if tls { 443 } else { 80 });
+        let tcp = match self.fixed {
+            Some(addr) => {
+                self.dialer
+                    .dial_addr(format!("{}:{port}", target.host), addr)
+                    .await?
+            }
+            None => self.dialer.dial(&target, port).await?,
+        };
         if !tls {
-            let tcp = self.dialer.dial(&target, port).await?;
             return Ok(UpstreamStream::Plain(TokioIo::new(tcp)));
         }
-        let stream = self.dialer.open_tls(&self.tls, &target, port).await?;
+        let stream = self.dialer.handshake(&self.tls, &target, tcp).await?;
         let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
         Ok(UpstreamStream::Tls(Box::new(TokioIo::new(stream)), h2))
     }
