@@ -23,6 +23,8 @@
 //! - [`proxy`]: the listener, CONNECT, interception and the request pipeline.
 //! - [`store`]: the config file as the source of truth while running;
 //!   [`reload`]: SIGHUP and file changes.
+//! - [`sandbox`]: transparent mode: the network namespace whose only way
+//!   out is keyhole, and its DNS answerer.
 //! - [`admin`]: the admin API (`--admin`): vault and credential endpoints,
 //!   `/healthz`, `/metrics`.
 //! - [`cli`]: the command-line interface (`run`, `check`, `explain`, ...).
@@ -42,6 +44,7 @@ pub mod placeholder;
 pub mod policy;
 pub mod proxy;
 pub mod reload;
+pub mod sandbox;
 pub mod secret;
 pub mod state;
 pub mod store;

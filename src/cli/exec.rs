@@ -43,7 +43,7 @@ const DEFAULT_LISTEN: &str = "127.0.0.1:0";
 
 /// Variables removed from the command's environment: an inherited
 /// `ALL_PROXY` could send non-HTTP traffic to another proxy around keyhole.
-const REMOVED_VARS: &[&str] = &["ALL_PROXY", "all_proxy"];
+pub(super) const REMOVED_VARS: &[&str] = &["ALL_PROXY", "all_proxy"];
 
 /// Runs the command behind the proxy; returns its exit status.
 pub fn run(args: &ExecArgs) -> ExitCode {
@@ -65,13 +65,13 @@ pub fn run(args: &ExecArgs) -> ExitCode {
 }
 
 /// Why `exec` ended before the command did, and the status to exit with.
-struct Failure {
-    message: String,
-    code: u8,
+pub(super) struct Failure {
+    pub message: String,
+    pub code: u8,
 }
 
 impl Failure {
-    fn keyhole(e: impl std::fmt::Display) -> Failure {
+    pub(super) fn keyhole(e: impl std::fmt::Display) -> Failure {
         Failure {
             message: e.to_string(),
             code: EXIT_KEYHOLE_FAILED,
@@ -143,7 +143,7 @@ fn reachable(addr: SocketAddr) -> SocketAddr {
 }
 
 /// The shell's convention: the exit code, or 128 + the signal that ended it.
-fn exit_code(status: ExitStatus) -> u8 {
+pub(super) fn exit_code(status: ExitStatus) -> u8 {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
         (Some(code), _) => u8::try_from(code & 0xff).unwrap_or(EXIT_KEYHOLE_FAILED),
@@ -153,7 +153,7 @@ fn exit_code(status: ExitStatus) -> u8 {
 }
 
 /// Waits for the command, passing signals on as the module says.
-async fn supervise(mut child: Child, mut s: Signals) -> std::io::Result<ExitStatus> {
+pub(super) async fn supervise(mut child: Child, mut s: Signals) -> std::io::Result<ExitStatus> {
     use rustix::process::Signal as S;
     loop {
         tokio::select! {
@@ -187,7 +187,7 @@ fn forward(child: &Child, name: &'static str, signal: rustix::process::Signal) {
 /// The signals `exec` handles. Listening replaces their default action
 /// (ending keyhole), which is why SIGINT and SIGQUIT are listened to and
 /// dropped.
-struct Signals {
+pub(super) struct Signals {
     term: Signal,
     hup: Signal,
     usr1: Signal,
@@ -199,7 +199,7 @@ struct Signals {
 // === impl Signals ===
 
 impl Signals {
-    fn new() -> Result<Signals, String> {
+    pub(super) fn new() -> Result<Signals, String> {
         let listen = |kind| signal(kind).map_err(|e| format!("cannot listen for signals: {e}"));
         Ok(Signals {
             term: listen(SignalKind::terminate())?,

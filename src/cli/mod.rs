@@ -9,6 +9,8 @@ mod env;
 mod exec;
 mod explain;
 mod run;
+mod sandbox;
+mod sandbox_init;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -42,6 +44,15 @@ pub enum Command {
     /// loopback port, run COMMAND with the environment of `keyhole env`,
     /// exit with its status.
     Exec(ExecArgs),
+    /// Run a command in a network namespace whose only way out is keyhole.
+    ///
+    /// Transparent mode (Linux): programs that ignore HTTPS_PROXY still go
+    /// through keyhole. Takes the flags of `run` but --listen, then COMMAND
+    /// after `--`; exits with its status.
+    Sandbox(ExecArgs),
+    /// The sandbox's set-up process (internal: `keyhole sandbox` starts it).
+    #[command(name = "sandbox-init", hide = true)]
+    SandboxInit(SandboxInitArgs),
 }
 
 /// `--config FILE`.
@@ -126,12 +137,34 @@ pub struct RunArgs {
     pub log_format: crate::logging::LogFormat,
 }
 
-/// Arguments of `keyhole exec`: every flag of `run`, then the command.
+/// Arguments of `keyhole exec` and `keyhole sandbox`: every flag of `run`,
+/// then the command.
 #[derive(Debug, clap::Args)]
 pub struct ExecArgs {
     /// The proxy's flags, as for `keyhole run`.
     #[command(flatten)]
     pub run: RunArgs,
+    /// The command and its arguments, after `--`.
+    #[arg(value_name = "COMMAND", required = true, last = true)]
+    pub command: Vec<std::ffi::OsString>,
+}
+
+/// Arguments of the hidden `keyhole sandbox-init`, as
+/// [`crate::sandbox::init_args`] writes them.
+#[derive(Debug, clap::Args)]
+pub struct SandboxInitArgs {
+    /// keyhole's control socket.
+    #[arg(long, value_name = "PATH")]
+    pub control: PathBuf,
+    /// Port of the transparent listener inside the namespace.
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub transparent_port: u16,
+    /// Port of the proxy inside the namespace.
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub proxy_port: u16,
+    /// Port of the DNS answerer inside the namespace.
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub dns_port: u16,
     /// The command and its arguments, after `--`.
     #[arg(value_name = "COMMAND", required = true, last = true)]
     pub command: Vec<std::ffi::OsString>,
@@ -204,6 +237,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Env(args) => env::run(&args),
         Command::Ca(args) => ca::run(&args),
         Command::Exec(args) => exec::run(&args),
+        Command::Sandbox(args) => sandbox::run(&args),
+        Command::SandboxInit(args) => sandbox_init::run(&args),
     }
 }
 
@@ -241,5 +276,40 @@ mod tests {
         // The command must come after `--`: a word before it is refused.
         assert!(Cli::try_parse_from(["keyhole", "exec", "--config", "c.json", "curl"]).is_err());
         assert!(Cli::try_parse_from(["keyhole", "exec", "--config", "c.json"]).is_err());
+    }
+
+    #[test]
+    fn sandbox_init_reads_what_the_sandbox_writes() {
+        let ports = crate::sandbox::Ports {
+            transparent: 1,
+            proxy: 2,
+            dns: 3,
+        };
+        let command: Vec<std::ffi::OsString> = vec!["sh".into(), "--".into(), "-c".into()];
+        let args = crate::sandbox::init_args(std::path::Path::new("/t/c"), ports, &command);
+        let cli = Cli::try_parse_from(std::iter::once("keyhole".into()).chain(args)).unwrap();
+        let Command::SandboxInit(init) = cli.command else {
+            panic!("not sandbox-init");
+        };
+        assert_eq!(init.control, std::path::Path::new("/t/c"));
+        assert_eq!(
+            (init.transparent_port, init.proxy_port, init.dns_port),
+            (1, 2, 3)
+        );
+        assert_eq!(init.command, command);
+        // Port 0 is refused before any namespace exists.
+        let zero = crate::sandbox::Ports { dns: 0, ..ports };
+        let args = crate::sandbox::init_args(std::path::Path::new("/t/c"), zero, &command);
+        assert!(Cli::try_parse_from(std::iter::once("keyhole".into()).chain(args)).is_err());
+    }
+
+    #[test]
+    fn sandbox_init_is_hidden_and_sandbox_is_not() {
+        let help = Cli::command().render_long_help().to_string();
+        assert!(!help.contains("sandbox-init"), "{help}");
+        assert!(help.contains("sandbox"), "{help}");
+        let cli =
+            Cli::try_parse_from(["keyhole", "sandbox", "--config", "c.json", "--", "id"]).unwrap();
+        assert!(matches!(cli.command, Command::Sandbox(_)));
     }
 }
