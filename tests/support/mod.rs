@@ -1,5 +1,12 @@
-//! Shared helpers for the integration tests: running the `keyhole` binary
-//! on config files written to a temporary folder.
+//! Shared helpers for the integration tests.
+//!
+//! - [`world`]: a test CA, upstreams and keyhole in front of them, built in
+//!   one expression ([`world::World::builder`]); most tests start there.
+//! - [`config`]: config files built in code.
+//! - [`client`]: a Rust client through CONNECT ([`client::Tunnel`]).
+//! - [`upstream`], [`scripted`]: the recording and the scripted test servers.
+//! - [`proxy`]: the `keyhole run` process; [`admin`]: its admin API.
+//! - Here: running the `keyhole` binary once on files in a [`Workspace`].
 
 #![allow(dead_code)]
 
@@ -75,6 +82,10 @@ pub fn one_credential(auth: &str) -> String {
     )
 }
 
+pub mod admin;
 pub mod client;
+pub mod config;
 pub mod proxy;
+pub mod scripted;
 pub mod upstream;
+pub mod world;

@@ -18,20 +18,27 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(20);
 /// The admin API of one keyhole.
 #[derive(Clone)]
 pub struct Api {
+    /// Where it listens.
     pub addr: SocketAddr,
+    /// The admin token.
     pub token: String,
     bodies: Arc<Mutex<Vec<String>>>,
 }
 
 /// One response: status, raw body, body as JSON (Null if not JSON).
 pub struct Reply {
+    /// The status code.
     pub status: u16,
+    /// The body as text.
     pub text: String,
+    /// The body as JSON, Null if it is not JSON.
     pub json: Value,
+    /// The Content-Type, empty if none.
     pub content_type: String,
 }
 
 impl Api {
+    /// The admin API at `addr`, called with `token`.
     pub fn new(addr: SocketAddr, token: &str) -> Api {
         Api {
             addr,
