@@ -11,7 +11,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::client;
+use support::client::{self, NoBody};
 use support::config::{Config, Credential};
 use support::upstream::Alpn;
 use support::world::World;
@@ -207,6 +207,15 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     read_answer(s).await
 }
 
+/// Writes `request` on a new connection on `way` and reads one answer.
+async fn ask(w: &World, way: Way, request: &str) -> Answer {
+    let answer = match way {
+        Way::Tunnel => exchange(&mut tunnel(w).await, request.as_bytes()).await,
+        Way::Listener => exchange(&mut listener(w).await, request.as_bytes()).await,
+    };
+    answer.unwrap_or_else(|e| panic!("{way:?} {request:?}: {e}"))
+}
+
 /// Which side of keyhole a raw request is written to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Way {
@@ -247,7 +256,7 @@ fn both_forms(w: &World, method: &str, lines: &[u8], body: &[u8]) -> [(Way, Vec<
     let tunnel = [
         format!(
             "{method} /abuse HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {PLACEHOLDER}\r\n",
-            api(&w)
+            api(w)
         )
         .as_bytes(),
         lines,
@@ -258,7 +267,7 @@ fn both_forms(w: &World, method: &str, lines: &[u8], body: &[u8]) -> [(Way, Vec<
     let plain = [
         format!(
             "{method} http://{0}/abuse HTTP/1.1\r\nHost: {0}\r\nAuthorization: Bearer {PLACEHOLDER}\r\n",
-            plain_authority(&w)
+            plain_authority(w)
         )
         .as_bytes(),
         lines,
@@ -445,13 +454,12 @@ async fn a_nested_connect_inside_a_tunnel_is_refused() {
     // HTTP/1.1: to the tunnel's own host, 405; to another host the host
     // check answers first, 421.
     for (target, want) in [(api(&w), 405), (format!("other.test:{port}"), 421)] {
-        let mut s = tunnel(&w).await;
-        let a = exchange(
-            &mut s,
-            format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes(),
+        let a = ask(
+            &w,
+            Way::Tunnel,
+            &format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n"),
         )
-        .await
-        .unwrap();
+        .await;
         assert_eq!(a.status, want, "{target}: {a:?}");
         a.assert_keyhole("http_request_denied");
     }
@@ -460,8 +468,7 @@ async fn a_nested_connect_inside_a_tunnel_is_refused() {
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     let req = http::Request::connect(api(&w))
         .version(http::Version::HTTP_2)
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
-        .unwrap();
+        .empty();
     let (res, _) = client::send(tls, req).await.unwrap();
     assert_eq!(res.status(), 405);
     assert_nothing_forwarded(&w, "nested CONNECT");
@@ -567,8 +574,7 @@ async fn a_body_cannot_smuggle_a_second_request() {
         api(&w),
         inner.len()
     );
-    let mut s = tunnel(&w).await;
-    let a = exchange(&mut s, outer.as_bytes()).await.unwrap();
+    let a = ask(&w, Way::Tunnel, &outer).await;
     assert_eq!(a.status, 200, "{a:?}");
     assert_eq!(a.body_text(), inner);
     let received = w.upstream().received();
@@ -612,22 +618,19 @@ async fn absurd_ports_are_refused() {
     // The same ports in a request's Host inside a tunnel, and in an
     // absolute-form http:// URL on the listener.
     for port in ["0", "65536", "99999999"] {
-        let mut s = tunnel(&w).await;
-        let a = exchange(
-            &mut s,
-            format!("GET / HTTP/1.1\r\nHost: api.example.test:{port}\r\n\r\n").as_bytes(),
+        let a = ask(
+            &w,
+            Way::Tunnel,
+            &format!("GET / HTTP/1.1\r\nHost: api.example.test:{port}\r\n\r\n"),
         )
-        .await
-        .unwrap();
+        .await;
         assert!([400, 421].contains(&a.status), "Host port {port}: {a:?}");
-        let mut s = listener(&w).await;
-        let a = exchange(
-            &mut s,
-            format!("GET http://plain.test:{port}/ HTTP/1.1\r\nHost: plain.test:{port}\r\n\r\n")
-                .as_bytes(),
+        let a = ask(
+            &w,
+            Way::Listener,
+            &format!("GET http://plain.test:{port}/ HTTP/1.1\r\nHost: plain.test:{port}\r\n\r\n"),
         )
-        .await
-        .unwrap();
+        .await;
         assert_eq!(a.status, 400, "http:// port {port}: {a:?}");
     }
     assert_nothing_forwarded(&w, "absurd ports");
@@ -636,17 +639,15 @@ async fn absurd_ports_are_refused() {
 #[tokio::test(flavor = "multi_thread")]
 async fn absolute_form_https_on_the_listener_is_refused() {
     let w = world().await;
-    let mut s = listener(&w).await;
-    let a = exchange(
-        &mut s,
-        format!(
+    let a = ask(
+        &w,
+        Way::Listener,
+        &format!(
             "GET https://{0}/ HTTP/1.1\r\nHost: {0}\r\nAuthorization: Bearer {PLACEHOLDER}\r\n\r\n",
             api(&w)
-        )
-        .as_bytes(),
+        ),
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(a.status, 400, "{a:?}");
     a.assert_keyhole("http_request_error");
     assert!(a.body_text().contains("CONNECT"), "{a:?}");
@@ -661,8 +662,7 @@ async fn origin_form_requests_to_the_listener_are_refused() {
         format!("GET /x HTTP/1.1\r\nHost: {}\r\n\r\n", w.keyhole.addr),
         "OPTIONS * HTTP/1.1\r\nHost: plain.test\r\n\r\n".to_owned(),
     ] {
-        let mut s = listener(&w).await;
-        let a = exchange(&mut s, request.as_bytes()).await.unwrap();
+        let a = ask(&w, Way::Listener, &request).await;
         assert_eq!(a.status, 400, "{request:?}: {a:?}");
         a.assert_keyhole("http_request_error");
     }
@@ -677,13 +677,12 @@ async fn other_schemes_on_the_listener_are_refused() {
         "ws://plain.test/x",
         "file:///etc/passwd",
     ] {
-        let mut s = listener(&w).await;
-        let a = exchange(
-            &mut s,
-            format!("GET {url} HTTP/1.1\r\nHost: plain.test\r\n\r\n").as_bytes(),
+        let a = ask(
+            &w,
+            Way::Listener,
+            &format!("GET {url} HTTP/1.1\r\nHost: plain.test\r\n\r\n"),
         )
-        .await
-        .unwrap();
+        .await;
         assert_eq!(a.status, 400, "{url}: {a:?}");
     }
     assert_nothing_forwarded(&w, "other schemes");
@@ -760,17 +759,15 @@ async fn placeholders_in_the_request_target_pass_unchanged() {
     // the target unusable and nothing is forwarded.
     let w = world().await;
     let target = format!("/p/{PLACEHOLDER}/x?token={PLACEHOLDER}&b={PLACEHOLDER}");
-    let mut s = tunnel(&w).await;
-    let a = exchange(
-        &mut s,
-        format!(
+    let a = ask(
+        &w,
+        Way::Tunnel,
+        &format!(
             "GET {target} HTTP/1.1\r\nHost: {}\r\nX-Key: {PLACEHOLDER}\r\n\r\n",
             api(&w)
-        )
-        .as_bytes(),
+        ),
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(a.status, 200, "{a:?}");
     let rec = w.upstream().received().pop().expect("forwarded");
     assert_eq!(rec.path, target, "the target is passed as it was");
@@ -781,29 +778,25 @@ async fn placeholders_in_the_request_target_pass_unchanged() {
     );
     let before = w.upstream().received().len();
     // Userinfo, inside the tunnel and on the listener.
-    let mut s = tunnel(&w).await;
-    let a = exchange(
-        &mut s,
-        format!(
+    let a = ask(
+        &w,
+        Way::Tunnel,
+        &format!(
             "GET https://u:{PLACEHOLDER}@{0}/ HTTP/1.1\r\nHost: {0}\r\n\r\n",
             api(&w)
-        )
-        .as_bytes(),
+        ),
     )
-    .await
-    .unwrap();
+    .await;
     assert!([400, 421].contains(&a.status), "{a:?}");
-    let mut s = listener(&w).await;
-    let a = exchange(
-        &mut s,
-        format!(
+    let a = ask(
+        &w,
+        Way::Listener,
+        &format!(
             "GET http://u:{PLACEHOLDER}@{0}/ HTTP/1.1\r\nHost: {0}\r\n\r\n",
             plain_authority(&w)
-        )
-        .as_bytes(),
+        ),
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(a.status, 400, "{a:?}");
     assert_eq!(w.upstream().received().len(), before);
     assert!(w.plain().received().is_empty());
@@ -838,8 +831,7 @@ async fn a_second_or_conflicting_host_inside_a_tunnel_is_refused() {
             421,
         ),
     ] {
-        let mut s = tunnel(&w).await;
-        let a = exchange(&mut s, request.as_bytes()).await.unwrap();
+        let a = ask(&w, Way::Tunnel, &request).await;
         assert_eq!(a.status, want, "{request:?}: {a:?}");
         assert!(
             a.header("proxy-status")

@@ -68,12 +68,12 @@ async fn sdk_drives_the_admin_api() {
         .output()
         .await
         .expect("run python");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "SDK script failed:\n{stdout}\n{stderr}"
-    );
+    let support::Run {
+        code,
+        stdout,
+        stderr,
+    } = out.into();
+    assert_eq!(code, 0, "SDK script failed:\n{stdout}\n{stderr}");
     let result: Value = stdout
         .lines()
         .find_map(|l| l.strip_prefix("RESULT "))
@@ -166,65 +166,33 @@ async fn a_request_right_after_an_update_uses_the_new_secret() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restart_keeps_every_change() {
     let w = world::start().await;
-    let vault = w
-        .api()
+    let api = w.api();
+    let vault = api
         .ok("POST", "/v1/vaults", Some(json!({"display_name": "kept"})))
         .await;
     let vid = vault["id"].as_str().unwrap().to_owned();
     let path = format!("/v1/vaults/{vid}/credentials");
-    let a = w
-        .api()
-        .ok(
-            "POST",
-            &path,
-            Some(json!({"auth": env_auth("A_TOKEN", "sek_a_1")})),
-        )
-        .await;
-    let b = w
-        .api()
-        .ok(
-            "POST",
-            &path,
-            Some(json!({"auth": env_auth("B_TOKEN", "sek_b_2")})),
-        )
-        .await;
-    let c = w
-        .api()
-        .ok(
-            "POST",
-            &path,
-            Some(json!({"auth": env_auth("C_TOKEN", "sek_c_3")})),
-        )
-        .await;
-    let id = |v: &Value| v["id"].as_str().unwrap().to_owned();
-    w.api()
-        .ok(
-            "POST",
-            &format!("{path}/{}", id(&a)),
-            Some(json!({"metadata": {"x": "1"}})),
-        )
-        .await;
-    w.api()
-        .ok("POST", &format!("{path}/{}/archive", id(&b)), None)
-        .await;
-    w.api()
-        .ok("DELETE", &format!("{path}/{}", id(&c)), None)
-        .await;
+    let mut ids = Vec::new();
+    for (name, secret) in [
+        ("A_TOKEN", "sek_a_1"),
+        ("B_TOKEN", "sek_b_2"),
+        ("C_TOKEN", "sek_c_3"),
+    ] {
+        let body = json!({"auth": env_auth(name, secret)});
+        let created = api.ok("POST", &path, Some(body)).await;
+        ids.push(created["id"].as_str().unwrap().to_owned());
+    }
+    let (a, b, c) = (&ids[0], &ids[1], &ids[2]);
+    let metadata = json!({"metadata": {"x": "1"}});
+    api.ok("POST", &format!("{path}/{a}"), Some(metadata)).await;
+    api.ok("POST", &format!("{path}/{b}/archive"), None).await;
+    api.ok("DELETE", &format!("{path}/{c}"), None).await;
     let auth = json!({"type": "environment_variable", "secret_value": NEW_SECRET});
-    w.api()
-        .ok(
-            "POST",
-            &format!("{CREDS}/vcrd_api"),
-            Some(json!({"auth": auth})),
-        )
+    let update = json!({"auth": auth});
+    api.ok("POST", &format!("{CREDS}/vcrd_api"), Some(update))
         .await;
-    w.api()
-        .ok(
-            "POST",
-            "/v1/vaults/vlt_local",
-            Some(json!({"metadata": {"m": "n"}})),
-        )
-        .await;
+    let metadata = json!({"metadata": {"m": "n"}});
+    api.ok("POST", "/v1/vaults/vlt_local", Some(metadata)).await;
 
     let snapshot = |api: Api| async move {
         let list = format!(
@@ -239,7 +207,7 @@ async fn a_restart_keeps_every_change() {
                 .await,
         )
     };
-    let before = snapshot(w.api().clone()).await;
+    let before = snapshot(api.clone()).await;
     let ph = w.placeholder("API_TOKEN").to_owned();
     let w = w.restart();
     let after = snapshot(w.api().clone()).await;

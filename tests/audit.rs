@@ -44,46 +44,34 @@ async fn every_substitution_and_pass_is_a_json_line_without_values() {
         format!("X-B: {BODY_PH}"),
     );
     // Header substituted; the body credential's placeholder in a header passes (location).
-    curl_ok(
-        &w,
-        &[
-            "-H",
-            &auth,
-            "-H",
-            &x_b,
-            &w.url("api.example.test", "/v1/x?token=q"),
-        ],
-    )
+    w.curl_ok(&[
+        "-H",
+        &auth,
+        "-H",
+        &x_b,
+        &w.url("api.example.test", "/v1/x?token=q"),
+    ])
     .await;
     // Body substituted on other.test; the header credential's placeholder in the body passes (host).
     let body = format!("{BODY_PH} {PH}");
-    curl_ok(
-        &w,
-        &["--data-binary", &body, &w.url("other.test", "/upload")],
-    )
-    .await;
+    w.curl_ok(&["--data-binary", &body, &w.url("other.test", "/upload")])
+        .await;
     // Plaintext: passes; the reason says whether https:// would have
     // substituted (vcrd_h: yes; vcrd_b: its header injection is off; the
     // placeholder of vcrd_b on a host it does not allow: no).
-    curl_ok(
-        &w,
-        &[
-            "-H",
-            &auth,
-            "-H",
-            &x_b,
-            &format!("http://api.example.test:{plain}/plain"),
-        ],
-    )
+    w.curl_ok(&[
+        "-H",
+        &auth,
+        "-H",
+        &x_b,
+        &format!("http://api.example.test:{plain}/plain"),
+    ])
     .await;
-    curl_ok(
-        &w,
-        &[
-            "-H",
-            &format!("X-H: {PH}"),
-            &format!("http://other.test:{plain}/plain-other"),
-        ],
-    )
+    w.curl_ok(&[
+        "-H",
+        &format!("X-H: {PH}"),
+        &format!("http://other.test:{plain}/plain-other"),
+    ])
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let text = std::fs::read_to_string(w.audit_log()).unwrap();
@@ -138,10 +126,4 @@ async fn every_substitution_and_pass_is_a_json_line_without_values() {
             & 0o777,
         0o600
     );
-}
-
-/// curl through keyhole, which must succeed.
-async fn curl_ok(w: &World, args: &[&str]) {
-    let (ok, _, err) = w.curl(args).await;
-    assert!(ok, "{err}");
 }

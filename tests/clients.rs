@@ -178,6 +178,28 @@ async fn run(mut cmd: tokio::process::Command) -> Output {
     }
 }
 
+/// Runs a client script that prints what it got as JSON (`status`,
+/// `body`, ...): it succeeded, saw no secret and got a 200. Returns what it
+/// printed.
+async fn run_printing_json(
+    sandbox: &Sandbox,
+    what: &str,
+    cmd: tokio::process::Command,
+) -> serde_json::Value {
+    let out = run(cmd).await;
+    assert_succeeded(sandbox, what, &out);
+    let printed: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    assert_eq!(printed["status"], 200, "{printed}");
+    printed
+}
+
+/// The client succeeded and saw no secret.
+fn assert_succeeded(sandbox: &Sandbox, what: &str, out: &Output) {
+    assert!(out.status.success(), "{}\n{}", text(out), sandbox.log());
+    assert_no_secret(what, out);
+}
+
 fn text(out: &Output) -> String {
     format!(
         "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
@@ -199,6 +221,12 @@ fn assert_no_secret(what: &str, out: &Output) {
 /// and keyhole in front of it.
 async fn api_sandbox() -> Sandbox {
     Sandbox::new(world().names(&[API_HOST]).start().await)
+}
+
+/// keyhole in front of a server the test started at `port` for `host`,
+/// certified by `ca`.
+async fn server_sandbox(ca: TestCa, host: &str, port: u16) -> Sandbox {
+    Sandbox::new(world().ca(ca).resolve(host, port).start().await)
 }
 
 /// The headers every HTTP client sends: `API_TOKEN`, allowed on
@@ -253,8 +281,7 @@ async fn curl_gets_the_secret_substituted() {
             &[],
         )
         .await;
-    assert!(out.status.success(), "{}\n{}", text(&out), sandbox.log());
-    assert_no_secret("curl", &out);
+    assert_succeeded(&sandbox, "curl", &out);
     assert_api_request(&sandbox, "/curl", &String::from_utf8_lossy(&out.stdout));
 }
 
@@ -277,12 +304,7 @@ async fn python_client(client: &str) {
         .arg(client)
         .arg(&url)
         .args(HEADER_TEMPLATES);
-    let out = run(cmd).await;
-    assert!(out.status.success(), "{}\n{}", text(&out), sandbox.log());
-    assert_no_secret(client, &out);
-    let printed: serde_json::Value =
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
-    assert_eq!(printed["status"], 200, "{printed}");
+    let printed = run_printing_json(&sandbox, client, cmd).await;
     let body = printed["body"].as_str().unwrap_or_default();
     assert_api_request(&sandbox, &path, body);
 }
@@ -349,12 +371,7 @@ async fn node_fetch(test: &str, node: &Path) {
     cmd.arg(script("fetch.mjs"))
         .arg(&url)
         .args(HEADER_TEMPLATES);
-    let out = run(cmd).await;
-    assert!(out.status.success(), "{}\n{}", text(&out), sandbox.log());
-    assert_no_secret(test, &out);
-    let printed: serde_json::Value =
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
-    assert_eq!(printed["status"], 200, "{printed}");
+    let printed = run_printing_json(&sandbox, test, cmd).await;
     assert_eq!(
         printed["mode"],
         if native {
@@ -388,40 +405,21 @@ async fn node24_fetch_uses_node_use_env_proxy() {
 }
 
 /// `git` with no system or user config and no prompts, for the server's
-/// side (making the repositories), not the sandbox's.
-fn git(dir: &Path, args: &[&str]) {
-    let out = std::process::Command::new("git")
-        .args(args)
+/// side (making the repositories and looking at them), not the sandbox's;
+/// what it printed, trimmed.
+fn git(dir: &Path, args: &[&str]) -> String {
+    let mut git = std::process::Command::new("git");
+    git.args(args)
         .current_dir(dir)
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
         .env("GIT_AUTHOR_NAME", "keyhole tests")
         .env("GIT_AUTHOR_EMAIL", "tests@clients.test")
         .env("GIT_COMMITTER_NAME", "keyhole tests")
-        .env("GIT_COMMITTER_EMAIL", "tests@clients.test")
-        .output()
-        .expect("git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn git_output(dir: &Path, args: &[&str]) -> String {
-    let out = std::process::Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .output()
-        .expect("git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        .env("GIT_COMMITTER_EMAIL", "tests@clients.test");
+    support::stdout_of(&mut git, &format!("git {args:?}"))
+        .trim()
+        .to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -460,19 +458,10 @@ async fn git_clone_and_push_with_a_token_in_the_url() {
         &ca,
         GIT_HOST,
         &root,
-        Basic {
-            user: Some("x-access-token".into()),
-            password: GITHUB_SECRET.into(),
-        },
+        Basic::new("x-access-token", GITHUB_SECRET),
     )
     .await;
-    let sandbox = Sandbox::new(
-        world()
-            .ca(ca)
-            .resolve(GIT_HOST, server.port())
-            .start()
-            .await,
-    );
+    let sandbox = server_sandbox(ca, GIT_HOST, server.port()).await;
     let github = sandbox.placeholder("GITHUB_TOKEN").to_owned();
     let api = sandbox.placeholder("API_TOKEN").to_owned();
 
@@ -495,16 +484,15 @@ git config --get remote.origin.url
         port = server.port()
     );
     let out = sandbox.sh(&script, &[]).await;
-    assert!(out.status.success(), "{}\n{}", text(&out), sandbox.log());
-    assert_no_secret("git", &out);
+    assert_succeeded(&sandbox, "git", &out);
 
     // The push landed.
     assert_eq!(
-        git_output(&bare, &["log", "-1", "--format=%s", "main"]),
+        git(&bare, &["log", "-1", "--format=%s", "main"]),
         "pushed through keyhole"
     );
     assert_eq!(
-        git_output(&bare, &["show", "main:pushed.txt"]),
+        git(&bare, &["show", "main:pushed.txt"]),
         "pushed through keyhole"
     );
     // The sandbox's clone keeps the placeholder, never the token.
@@ -569,19 +557,10 @@ async fn pip_installs_from_a_private_index_with_a_token_in_the_url() {
         PYPI_HOST,
         "khdemo",
         &wheel,
-        Basic {
-            user: Some("__token__".into()),
-            password: PYPI_SECRET.into(),
-        },
+        Basic::new("__token__", PYPI_SECRET),
     )
     .await;
-    let sandbox = Sandbox::new(
-        world()
-            .ca(ca)
-            .resolve(PYPI_HOST, index.port())
-            .start()
-            .await,
-    );
+    let sandbox = server_sandbox(ca, PYPI_HOST, index.port()).await;
     let github = sandbox.placeholder("GITHUB_TOKEN").to_owned();
 
     // Only this index: no PyPI, no config files, no prompts, no cache, no
@@ -599,8 +578,7 @@ PYTHONPATH="$HOME/site" "$PY" -c 'import khdemo; print(khdemo.GREETING)'
     );
     let py_text = py.display().to_string();
     let out = sandbox.sh(&script, &[("PY", &py_text)]).await;
-    assert!(out.status.success(), "{}\n{}", text(&out), sandbox.log());
-    assert_no_secret("pip", &out);
+    assert_succeeded(&sandbox, "pip", &out);
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("installed through keyhole"),
         "{}",

@@ -10,7 +10,7 @@ use std::process::Stdio;
 use support::config::{Config, Credential};
 use support::upstream::{tls_upstream, Alpn, TestCa};
 use support::world::resolve_flags;
-use support::Workspace;
+use support::{Run, Workspace};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
@@ -82,13 +82,12 @@ exit 5"#,
         .output()
         .await
         .expect("run keyhole exec");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(5),
-        "stdout: {stdout}\nstderr: {stderr}"
-    );
+    let Run {
+        code,
+        stdout,
+        stderr,
+    } = out.into();
+    assert_eq!(code, 5, "stdout: {stdout}\nstderr: {stderr}");
 
     // The command saw keyhole's environment, not what it inherited.
     let first = stdout.lines().next().unwrap_or_default();

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{Request, Version};
 use http_body_util::{BodyExt, Empty};
-use support::client::{self, Tunnel};
+use support::client::{self, NoBody, Tunnel};
 use support::config::{Config, Credential};
 use support::proxy::Keyhole;
 use support::scripted::{on_request, scripted, Conn, Ctx, Scripted, SCRIPT_LIMIT};
@@ -135,7 +135,7 @@ impl Faults {
         } else {
             req.header("host", self.api())
         };
-        let req = req.body(Empty::<Bytes>::new()).unwrap();
+        let req = req.empty();
         let got = tokio::time::timeout(Duration::from_secs(10), client::send(tls, req))
             .await
             .map_err(|_| "no answer within 10 s".to_owned())?;
@@ -169,8 +169,7 @@ impl Faults {
                     Version::HTTP_11
                 })
                 .header("authorization", format!("Bearer {PLACEHOLDER}"))
-                .body(Empty::<Bytes>::new())
-                .unwrap();
+                .empty();
             let tunnel = w.tunnel("good.test").alpn(alpn);
             let (res, _) = tunnel.send(w, req).await.expect("the good upstream");
             assert_eq!(res.status(), 200);

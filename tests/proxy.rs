@@ -5,8 +5,7 @@ mod support;
 
 use bytes::Bytes;
 use http::{Request, Version};
-use http_body_util::Empty;
-use support::client::{self, Tunnel};
+use support::client::{self, NoBody, Tunnel};
 use support::config::{Config, Credential, Injection};
 use support::upstream::{Alpn, Chunks};
 use support::world::{World, WorldBuilder};
@@ -69,6 +68,11 @@ fn config() -> Config {
         )
 }
 
+/// `Bearer TOKEN`, an Authorization value.
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
 /// keyhole on [`config`] in front of one TLS upstream for every name in
 /// [`NAMES`], offering `alpn`.
 fn world(alpn: Alpn) -> WorldBuilder {
@@ -101,15 +105,11 @@ async fn env_and_run_agree_on_placeholders() {
 async fn exact_host_gets_its_secret_in_a_header() {
     let w = world(Alpn::Both).start().await;
     let auth = format!("Authorization: Bearer {API_PLACEHOLDER}");
-    let (ok, body, err) = w
-        .curl(&["-H", &auth, &w.url("api.example.test", "/user?q=1")])
+    let body = w
+        .curl_ok(&["-H", &auth, &w.url("api.example.test", "/user?q=1")])
         .await;
-    assert!(ok, "{err}");
     let rec = w.last();
-    assert_eq!(
-        rec.header("authorization").as_deref(),
-        Some(&*format!("Bearer {API_SECRET}"))
-    );
+    assert_eq!(rec.header("authorization"), Some(bearer(API_SECRET)));
     assert_eq!(
         rec.authority,
         format!("api.example.test:{}", w.upstream().port())
@@ -130,8 +130,7 @@ async fn wildcard_matches_subdomains_at_any_depth_but_not_the_bare_domain() {
         "a.b.wild.example.test",
         "X.WILD.Example.TEST",
     ] {
-        let (ok, _, err) = w.curl(&["-H", &header, &w.url(host, "/")]).await;
-        assert!(ok, "{host}: {err}");
+        w.curl_ok(&["-H", &header, &w.url(host, "/")]).await;
         assert_eq!(
             w.last().header("x-api-key").as_deref(),
             Some(WILD_SECRET),
@@ -140,10 +139,8 @@ async fn wildcard_matches_subdomains_at_any_depth_but_not_the_bare_domain() {
     }
     // The bare domain: no credential applies, so keyhole tunnels and the
     // placeholder arrives as it was sent.
-    let (ok, _, err) = w
-        .curl(&["-H", &header, &w.url("wild.example.test", "/")])
+    w.curl_ok(&["-H", &header, &w.url("wild.example.test", "/")])
         .await;
-    assert!(ok, "{err}");
     assert_eq!(w.last().header("x-api-key").as_deref(), Some(&*ph));
 }
 
@@ -153,20 +150,18 @@ async fn a_placeholder_only_becomes_its_own_secret() {
     let wild = w.placeholder("WILD_TOKEN").to_owned();
     let other = w.placeholder("OTHER_TOKEN").to_owned();
     // On other.test: OTHER's placeholder is replaced, WILD's and API's pass unchanged.
-    let (ok, _, err) = w
-        .curl(&[
-            "-H",
-            &format!("X-A: {API_PLACEHOLDER}"),
-            "-H",
-            &format!("X-B: {wild}"),
-            "-H",
-            &format!("X-C: {other}"),
-            "-H",
-            &format!("X-{other}: name"),
-            &w.url("other.test", "/"),
-        ])
-        .await;
-    assert!(ok, "{err}");
+    w.curl_ok(&[
+        "-H",
+        &format!("X-A: {API_PLACEHOLDER}"),
+        "-H",
+        &format!("X-B: {wild}"),
+        "-H",
+        &format!("X-C: {other}"),
+        "-H",
+        &format!("X-{other}: name"),
+        &w.url("other.test", "/"),
+    ])
+    .await;
     let rec = w.last();
     assert_eq!(rec.header("x-a").as_deref(), Some(API_PLACEHOLDER));
     assert_eq!(rec.header("x-b").as_deref(), Some(&*wild));
@@ -193,14 +188,12 @@ async fn a_placeholder_only_becomes_its_own_secret() {
 async fn basic_auth_payload_is_substituted() {
     let w = world(Alpn::Both).start().await;
     let user = format!("x-access-token:{API_PLACEHOLDER}");
-    let (ok, _, err) = w
-        .curl(&[
-            "-u",
-            &user,
-            &w.url("api.example.test", "/repo.git/info/refs"),
-        ])
-        .await;
-    assert!(ok, "{err}");
+    w.curl_ok(&[
+        "-u",
+        &user,
+        &w.url("api.example.test", "/repo.git/info/refs"),
+    ])
+    .await;
     use base64::Engine;
     let want =
         base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{API_SECRET}"));
@@ -214,78 +207,60 @@ async fn basic_auth_payload_is_substituted() {
 async fn http2_on_both_legs() {
     let w = world(Alpn::H2).start().await;
     let auth = format!("Authorization: Bearer {API_PLACEHOLDER}");
-    let (ok, _, err) = w
-        .curl(&[
-            "--http2",
-            "-w",
-            "%{http_version}",
-            "-o",
-            "/dev/null",
-            "-H",
-            &auth,
-            &w.url("api.example.test", "/"),
-        ])
-        .await;
-    assert!(ok, "{err}");
+    w.curl_ok(&[
+        "--http2",
+        "-w",
+        "%{http_version}",
+        "-o",
+        "/dev/null",
+        "-H",
+        &auth,
+        &w.url("api.example.test", "/"),
+    ])
+    .await;
     let rec = w.last();
     assert_eq!(rec.version, Version::HTTP_2, "upstream leg");
-    assert_eq!(
-        rec.header("authorization").as_deref(),
-        Some(&*format!("Bearer {API_SECRET}"))
-    );
+    assert_eq!(rec.header("authorization"), Some(bearer(API_SECRET)));
     // Client leg: the Rust client negotiates h2 with keyhole.
     let tls = w.tunnel("api.example.test").h2().open(&w).await.unwrap();
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     let req = Request::get(w.url("api.example.test", "/h2"))
         .version(Version::HTTP_2)
         .header("authorization", format!("Bearer {API_PLACEHOLDER}"))
-        .body(Empty::<Bytes>::new())
-        .unwrap();
+        .empty();
     let (res, _) = client::send(tls, req).await.unwrap();
     assert_eq!(res.status(), 200);
-    assert_eq!(
-        w.last().header("authorization").as_deref(),
-        Some(&*format!("Bearer {API_SECRET}"))
-    );
+    assert_eq!(w.last().header("authorization"), Some(bearer(API_SECRET)));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn http1_upstream_behind_an_http2_client() {
     let w = world(Alpn::H1).start().await;
     let auth = format!("Authorization: Bearer {API_PLACEHOLDER}");
-    let (ok, _, err) = w
-        .curl(&["--http2", "-H", &auth, &w.url("api.example.test", "/")])
+    w.curl_ok(&["--http2", "-H", &auth, &w.url("api.example.test", "/")])
         .await;
-    assert!(ok, "{err}");
     let rec = w.last();
     assert_eq!(rec.version, Version::HTTP_11);
-    assert_eq!(
-        rec.header("authorization").as_deref(),
-        Some(&*format!("Bearer {API_SECRET}"))
-    );
+    assert_eq!(rec.header("authorization"), Some(bearer(API_SECRET)));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ipv4_target_gets_an_ip_certificate_and_its_secret() {
     let w = world(Alpn::Both).start().await;
     let ph = w.placeholder("IP_TOKEN").to_owned();
-    let (ok, _, err) = w
-        .curl(&["-H", &format!("X-Key: {ph}"), &w.url("127.0.0.1", "/ip")])
+    w.curl_ok(&["-H", &format!("X-Key: {ph}"), &w.url("127.0.0.1", "/ip")])
         .await;
-    assert!(ok, "{err}");
     assert_eq!(w.last().header("x-key").as_deref(), Some(IP_SECRET));
     // Another spelling of the same address goes to the same place.
-    let tls = Tunnel::to(format!("2130706433:{}", w.upstream().port()))
-        .no_sni("127.0.0.1")
-        .open(&w)
-        .await
-        .unwrap();
     let req = Request::get("/ip2")
         .header("host", format!("127.0.0.1:{}", w.upstream().port()))
         .header("x-key", &ph)
-        .body(Empty::<Bytes>::new())
+        .empty();
+    let (res, _) = Tunnel::to(format!("2130706433:{}", w.upstream().port()))
+        .no_sni("127.0.0.1")
+        .send(&w, req)
+        .await
         .unwrap();
-    let (res, _) = client::send(tls, req).await.unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(w.last().header("x-key").as_deref(), Some(IP_SECRET));
 }
@@ -296,13 +271,11 @@ async fn fronting_is_refused_both_ways() {
     let port = w.upstream().port();
     let before = w.upstream().received().len();
     // CONNECT to the allowed host, Host naming another: 421, nothing forwarded.
-    let tls = w.tunnel("api.example.test").open(&w).await.unwrap();
     let req = Request::get("/")
         .header("host", format!("evil.test:{port}"))
         .header("authorization", API_PLACEHOLDER)
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    let (res, body) = client::send(tls, req).await.unwrap();
+        .empty();
+    let (res, body) = w.tunnel("api.example.test").send(&w, req).await.unwrap();
     assert_eq!(res.status(), 421);
     assert!(res.headers()["proxy-status"]
         .to_str()
@@ -310,20 +283,22 @@ async fn fronting_is_refused_both_ways() {
         .starts_with("keyhole; error=http_request_denied"));
     assert!(body.contains("open a new tunnel"), "{body}");
     // Same over HTTP/2 with a differing :authority.
-    let tls = w.tunnel("api.example.test").h2().open(&w).await.unwrap();
     let req = Request::get(format!("https://evil.test:{port}/"))
         .version(Version::HTTP_2)
         .header("authorization", API_PLACEHOLDER)
-        .body(Empty::<Bytes>::new())
+        .empty();
+    let (res, _) = w
+        .tunnel("api.example.test")
+        .h2()
+        .send(&w, req)
+        .await
         .unwrap();
-    let (res, _) = client::send(tls, req).await.unwrap();
     assert_eq!(res.status(), 421);
     // Another port of the same host is another destination.
     let tls = w.tunnel("api.example.test").open(&w).await.unwrap();
     let req = Request::get("/")
         .header("host", "api.example.test:1")
-        .body(Empty::<Bytes>::new())
-        .unwrap();
+        .empty();
     assert_eq!(client::send(tls, req).await.unwrap().0.status(), 421);
     assert_eq!(
         w.upstream().received().len(),
@@ -332,18 +307,16 @@ async fn fronting_is_refused_both_ways() {
     );
     // CONNECT to a host no credential applies to, Host naming the allowed
     // one: keyhole tunnels to the CONNECT host, and the secret never appears.
-    let tls = w
-        .tunnel("evil.test")
-        .trust(std::slice::from_ref(&w.ca.cert_der))
-        .open(&w)
-        .await
-        .unwrap();
     let req = Request::get("/")
         .header("host", format!("api.example.test:{port}"))
         .header("authorization", API_PLACEHOLDER)
-        .body(Empty::<Bytes>::new())
+        .empty();
+    let (res, _) = w
+        .tunnel("evil.test")
+        .trust(std::slice::from_ref(&w.ca.cert_der))
+        .send(&w, req)
+        .await
         .unwrap();
-    let (res, _) = client::send(tls, req).await.unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(
         w.last().header("authorization").as_deref(),
@@ -387,13 +360,11 @@ async fn tunnelled_hosts_show_their_real_certificate() {
 async fn untrusted_upstream_gets_502_and_nothing_is_sent() {
     // No --upstream-ca: the test CA is not trusted.
     let w = world(Alpn::Both).untrusted_upstream().start().await;
-    let tls = w.tunnel("api.example.test").open(&w).await.unwrap();
     let req = Request::get("/")
         .header("host", w.authority("api.example.test"))
         .header("authorization", API_PLACEHOLDER)
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    let (res, body) = client::send(tls, req).await.unwrap();
+        .empty();
+    let (res, body) = w.tunnel("api.example.test").send(&w, req).await.unwrap();
     assert_eq!(res.status(), 502);
     let status = res.headers()["proxy-status"].to_str().unwrap();
     assert!(
@@ -428,19 +399,14 @@ async fn egress_denied_gets_403_before_anything_else() {
 async fn plaintext_http_is_forwarded_but_never_substituted() {
     let w = world(Alpn::Both).plain(&["api.example.test"]).start().await;
     let url = format!("http://api.example.test:{}/plain", w.plain().port());
-    let (ok, _, err) = w
-        .curl(&[
-            "-H",
-            &format!("Authorization: Bearer {API_PLACEHOLDER}"),
-            &url,
-        ])
-        .await;
-    assert!(ok, "{err}");
+    w.curl_ok(&[
+        "-H",
+        &format!("Authorization: Bearer {API_PLACEHOLDER}"),
+        &url,
+    ])
+    .await;
     let rec = w.plain().received().pop().unwrap();
-    assert_eq!(
-        rec.header("authorization").as_deref(),
-        Some(&*format!("Bearer {API_PLACEHOLDER}"))
-    );
+    assert_eq!(rec.header("authorization"), Some(bearer(API_PLACEHOLDER)));
     w.keyhole.wait_log("plain http:// never carries a secret");
 }
 
@@ -588,15 +554,13 @@ async fn unreachable_upstreams_get_502_with_the_error_type() {
         "{res}"
     );
     // Intercepted host: the request gets the 502.
-    let tls = Tunnel::to(format!("api.example.test:{closed}"))
-        .open(&w)
-        .await
-        .unwrap();
     let req = Request::get("/")
         .header("host", format!("api.example.test:{closed}"))
-        .body(Empty::<Bytes>::new())
+        .empty();
+    let (res, body) = Tunnel::to(format!("api.example.test:{closed}"))
+        .send(&w, req)
+        .await
         .unwrap();
-    let (res, body) = client::send(tls, req).await.unwrap();
     assert_eq!(res.status(), 502);
     assert_eq!(
         res.headers()["proxy-status"],
@@ -620,10 +584,8 @@ async fn json_logs_have_one_line_per_request() {
         .start()
         .await;
     let auth = format!("Authorization: Bearer {API_PLACEHOLDER}");
-    let (ok, _, err) = w
-        .curl(&["-H", &auth, &w.url("api.example.test", "/json?secret=q")])
+    w.curl_ok(&["-H", &auth, &w.url("api.example.test", "/json?secret=q")])
         .await;
-    assert!(ok, "{err}");
     let log = w.keyhole.wait_log("\"message\":\"request\"");
     let lines: Vec<serde_json::Value> = log
         .lines()
@@ -647,8 +609,9 @@ async fn a_slow_upstream_gets_504() {
         .args(&["--response-header-timeout", "0.3"])
         .start()
         .await;
-    let (ok, out, err) = w.curl(&["-i", &w.url("api.example.test", "/slow")]).await;
-    assert!(ok, "{err}");
+    let out = w
+        .curl_ok(&["-i", &w.url("api.example.test", "/slow")])
+        .await;
     assert!(
         out.contains("HTTP/2 504") || out.contains("HTTP/1.1 504"),
         "{out}"
@@ -663,14 +626,12 @@ async fn a_slow_upstream_gets_504() {
 async fn upstream_connections_are_pooled_across_clients() {
     let w = world(Alpn::Both).start().await;
     for _ in 0..3 {
-        let (ok, _, err) = w
-            .curl(&[
-                "-H",
-                &format!("Authorization: Bearer {API_PLACEHOLDER}"),
-                &w.url("api.example.test", "/pool"),
-            ])
-            .await;
-        assert!(ok, "{err}");
+        w.curl_ok(&[
+            "-H",
+            &format!("Authorization: Bearer {API_PLACEHOLDER}"),
+            &w.url("api.example.test", "/pool"),
+        ])
+        .await;
     }
     assert_eq!(w.upstream().received().len(), 3);
     assert_eq!(
@@ -700,16 +661,12 @@ async fn websocket_upgrade_is_relayed_with_substituted_headers() {
         .header("sec-websocket-version", "13")
         .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
         .header("authorization", format!("Bearer {API_PLACEHOLDER}"))
-        .body(Empty::<Bytes>::new())
-        .unwrap();
+        .empty();
     let res = sender.send_request(req).await.unwrap();
     assert_eq!(res.status(), 101);
     let rec = w.last();
     assert_eq!(rec.version, Version::HTTP_11);
-    assert_eq!(
-        rec.header("authorization").as_deref(),
-        Some(&*format!("Bearer {API_SECRET}"))
-    );
+    assert_eq!(rec.header("authorization"), Some(bearer(API_SECRET)));
     assert_eq!(rec.header("upgrade").as_deref(), Some("websocket"));
     // Frames (here raw bytes) pass both ways unchanged, placeholders included.
     let mut io = hyper_util::rt::TokioIo::new(hyper::upgrade::on(res).await.unwrap());
@@ -720,15 +677,13 @@ async fn websocket_upgrade_is_relayed_with_substituted_headers() {
     assert_eq!(back, frame.as_bytes());
 
     // h2c (or any other upgrade) is refused.
-    let tls = w.tunnel("api.example.test").open(&w).await.unwrap();
     let req = Request::get("/")
         .header("host", &authority)
         .header("connection", "Upgrade, HTTP2-Settings")
         .header("upgrade", "h2c")
         .header("http2-settings", "AAMAAABkAARAAAAAAAIAAAAA")
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    let (res, body) = client::send(tls, req).await.unwrap();
+        .empty();
+    let (res, body) = w.tunnel("api.example.test").send(&w, req).await.unwrap();
     assert_eq!(res.status(), 400, "{body}");
 }
 
@@ -830,8 +785,8 @@ async fn reflected_secrets_never_reach_the_client() {
         let w = world(alpn).start().await;
         // Headers reflected in a JSON body (Content-Length framed upstream).
         let auth = format!("Authorization: Bearer {API_PLACEHOLDER}");
-        let (ok, body, err) = w
-            .curl(&[
+        let body = w
+            .curl_ok(&[
                 "-H",
                 &auth,
                 "-H",
@@ -839,7 +794,6 @@ async fn reflected_secrets_never_reach_the_client() {
                 &w.url("api.example.test", "/reflect"),
             ])
             .await;
-        assert!(ok, "{err}");
         assert!(
             w.last().all_text().contains(API_SECRET),
             "the upstream got the secret"
@@ -847,15 +801,14 @@ async fn reflected_secrets_never_reach_the_client() {
         assert!(!body.contains(API_SECRET), "{body}");
         assert!(body.contains(API_PLACEHOLDER), "{body}");
         // Reflected in a response header.
-        let (ok, out, err) = w
-            .curl(&[
+        let out = w
+            .curl_ok(&[
                 "-i",
                 "-H",
                 &auth,
                 &w.url("api.example.test", "/reflect-header"),
             ])
             .await;
-        assert!(ok, "{err}");
         assert!(!out.contains(API_SECRET), "{out}");
         assert!(
             out.to_lowercase().contains(&format!(
@@ -895,22 +848,20 @@ async fn encoded_bodies_are_never_altered_and_compressed_answers_refused_after_a
     );
     assert_eq!(body, payload, "and echoed it back untouched");
     // An upstream that answers gzip after keyhole sent a secret: 502.
-    let (ok, out, err) = w
-        .curl(&[
+    let out = w
+        .curl_ok(&[
             "-i",
             "-H",
             &format!("Authorization: Bearer {ph}"),
             &w.url("x.wild.example.test", "/gzip"),
         ])
         .await;
-    assert!(ok, "{err}");
     assert!(out.contains("502"), "{out}");
     assert!(out.contains("error=http_response_content_coding"), "{out}");
     // Without a secret sent, an encoded answer passes.
-    let (ok, out, err) = w
-        .curl(&["-i", &w.url("x.wild.example.test", "/gzip")])
+    let out = w
+        .curl_ok(&["-i", &w.url("x.wild.example.test", "/gzip")])
         .await;
-    assert!(ok, "{err}");
     assert!(out.contains("content-encoding: gzip"), "{out}");
 }
 
@@ -937,8 +888,8 @@ async fn chunked_reflections_are_scrubbed_across_frames() {
     let auth = format!("Authorization: Bearer {API_PLACEHOLDER}");
     // The upstream reflects the headers as JSON in 7-byte chunks: every
     // secret straddles several frames.
-    let (ok, out, err) = w
-        .curl(&[
+    let out = w
+        .curl_ok(&[
             "-i",
             "-H",
             &auth,
@@ -947,7 +898,6 @@ async fn chunked_reflections_are_scrubbed_across_frames() {
             &w.url("api.example.test", "/chunked"),
         ])
         .await;
-    assert!(ok, "{err}");
     assert!(w.last().all_text().contains(API_SECRET));
     assert!(!out.contains(API_SECRET), "{out}");
     assert_eq!(out.matches(API_PLACEHOLDER).count(), 3, "{out}");
@@ -1027,8 +977,8 @@ async fn expect_100_continue_keeps_working() {
     let body = format!("{}{ph}{}", "x".repeat(300_000), "y".repeat(300_000));
     let file = w.keyhole.write("upload.bin", &body);
     for http in ["--http1.1", "--http2"] {
-        let (ok, out, err) = w
-            .curl(&[
+        let out = w
+            .curl_ok(&[
                 http,
                 "-H",
                 "Expect: 100-continue",
@@ -1041,7 +991,6 @@ async fn expect_100_continue_keeps_working() {
                 &w.url("x.wild.example.test", "/discard"),
             ])
             .await;
-        assert!(ok, "{err}");
         assert_eq!(out, "200", "{http}");
     }
 }
@@ -1052,23 +1001,19 @@ async fn a_name_that_resolves_to_an_allowed_ip_gets_no_secret() {
     // match names as names: the IP credential never applies to evil.test.
     let w = world(Alpn::Both).start().await;
     let ph = w.placeholder("IP_TOKEN").to_owned();
-    let (ok, _, err) = w
-        .curl(&[
-            "-H",
-            &format!("X-Key: {ph}"),
-            &w.url("evil.test", "/by-name"),
-        ])
-        .await;
-    assert!(ok, "{err}");
+    w.curl_ok(&[
+        "-H",
+        &format!("X-Key: {ph}"),
+        &w.url("evil.test", "/by-name"),
+    ])
+    .await;
     let last = w.last();
     assert_eq!(last.path, "/by-name");
     assert_eq!(last.header("x-key").as_deref(), Some(ph.as_str()));
     assert!(!last.all_text().contains(IP_SECRET));
     // The same address by its own spelling does get it.
-    let (ok, _, err) = w
-        .curl(&["-H", &format!("X-Key: {ph}"), &w.url("127.0.0.1", "/by-ip")])
+    w.curl_ok(&["-H", &format!("X-Key: {ph}"), &w.url("127.0.0.1", "/by-ip")])
         .await;
-    assert!(ok, "{err}");
     assert_eq!(w.last().header("x-key").as_deref(), Some(IP_SECRET));
 }
 

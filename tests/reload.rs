@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Empty;
-use support::client;
+use support::client::NoBody;
 use support::config::{Config, Credential};
 use support::proxy::Keyhole;
 use support::upstream::Alpn;
@@ -41,11 +41,10 @@ async fn setup(secret: &str) -> World {
 
 /// The request each check sends: the placeholder as the Authorization.
 fn request(w: &World) -> Request<Empty<Bytes>> {
-    client::empty(
-        Request::get("/")
-            .header("host", w.authority(HOST))
-            .header("authorization", PLACEHOLDER),
-    )
+    Request::get("/")
+        .header("host", w.authority(HOST))
+        .header("authorization", PLACEHOLDER)
+        .empty()
 }
 
 /// One request on a fresh tunnel; the Authorization the upstream saw.

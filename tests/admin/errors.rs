@@ -134,7 +134,7 @@ fn admin_without_a_token_is_refused_at_start() {
     let ws = support::Workspace::new();
     let config = ws.file("config.json", &world::config().json());
     let config = config.to_str().unwrap();
-    let run = support::keyhole(&[
+    let admin = [
         "run",
         "--config",
         config,
@@ -142,7 +142,8 @@ fn admin_without_a_token_is_refused_at_start() {
         "127.0.0.1:0",
         "--admin",
         "127.0.0.1:0",
-    ]);
+    ];
+    let run = support::keyhole(&admin);
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(
         run.stderr.contains("--admin needs --admin-token-file"),
@@ -150,17 +151,8 @@ fn admin_without_a_token_is_refused_at_start() {
         run.stderr
     );
     let empty = ws.file("empty.token", "\n");
-    let run = support::keyhole(&[
-        "run",
-        "--config",
-        config,
-        "--listen",
-        "127.0.0.1:0",
-        "--admin",
-        "127.0.0.1:0",
-        "--admin-token-file",
-        empty.to_str().unwrap(),
-    ]);
+    let with_empty_token = [&admin[..], &["--admin-token-file", empty.to_str().unwrap()]];
+    let run = support::keyhole(&with_empty_token.concat());
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(run.stderr.contains("is empty"), "{}", run.stderr);
 }

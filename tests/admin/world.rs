@@ -1,10 +1,9 @@
 //! The admin tests' world: keyhole with `--admin`, in front of a TLS
 //! upstream for `api.example.test` certified by a test CA.
 
-use bytes::Bytes;
 use http::Request;
-use http_body_util::Empty;
 
+use crate::support::client::NoBody;
 use crate::support::config::{Config, Credential};
 use crate::support::upstream::Alpn;
 use crate::support::world::World;
@@ -48,8 +47,7 @@ pub async fn authorization_upstream_sees(w: &World, value: &str) -> String {
     let req = Request::get("/check")
         .header("host", w.authority(HOST))
         .header("authorization", format!("Bearer {value}"))
-        .body(Empty::<Bytes>::new())
-        .unwrap();
+        .empty();
     let (res, _) = w
         .tunnel(HOST)
         // keyhole's CA when it intercepts, the upstream's when it tunnels.

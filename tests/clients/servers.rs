@@ -17,11 +17,11 @@ use base64::Engine;
 use bytes::Bytes;
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use tokio::io::AsyncWriteExt;
 
-use crate::support::upstream::{serve_tls, tls_acceptor, Alpn, TestCa};
+use crate::support::upstream::{serve_tls, tls_acceptor, whole_body, Alpn, TestCa};
 
 /// One request as the server received it.
 #[derive(Debug, Clone)]
@@ -55,6 +55,16 @@ pub struct Basic {
     pub user: Option<String>,
     /// The password required.
     pub password: String,
+}
+
+impl Basic {
+    /// HTTP Basic with exactly this user and password.
+    pub fn new(user: &str, password: &str) -> Basic {
+        Basic {
+            user: Some(user.to_owned()),
+            password: password.to_owned(),
+        }
+    }
 }
 
 /// A running server.
@@ -180,11 +190,7 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let body = whole_body(body).await;
     let basic = basic_credentials(&parts);
     let authorized = basic.as_ref().is_some_and(|(user, password)| {
         *password == auth.password && auth.user.as_ref().is_none_or(|u| u == user)

@@ -174,9 +174,17 @@ impl Tunnel {
     }
 }
 
-/// A request with no body, as [`send`] takes it.
-pub fn empty(builder: http::request::Builder) -> Request<Empty<Bytes>> {
-    builder.body(Empty::new()).expect("a valid request")
+/// `Request::get(..).header(..).empty()`: the request with no body, as
+/// [`send`] and [`Tunnel::send`] take it.
+pub trait NoBody {
+    /// The request, with an empty body.
+    fn empty(self) -> Request<Empty<Bytes>>;
+}
+
+impl NoBody for http::request::Builder {
+    fn empty(self) -> Request<Empty<Bytes>> {
+        self.body(Empty::new()).expect("a valid request")
+    }
 }
 
 /// A sender for requests over an HTTP/1.1 connection on `tls`, and the

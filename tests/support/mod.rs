@@ -49,6 +49,29 @@ impl Workspace {
     }
 }
 
+impl From<Output> for Run {
+    /// A finished process's exit code (-1 if a signal ended it) and output.
+    fn from(out: Output) -> Run {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+/// Runs `cmd` to its end; it must succeed (else the failure names `what`
+/// and shows its stderr). Returns its stdout.
+pub fn stdout_of(cmd: &mut Command, what: &str) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Runs `keyhole ARGS...`.
 pub fn keyhole(args: &[&str]) -> Run {
     keyhole_env(args, &[])
@@ -61,16 +84,7 @@ pub fn keyhole_env(args: &[&str], env: &[(&str, &str)]) -> Run {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = cmd.output().expect("run keyhole");
-    Run {
-        code: status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&stderr).into_owned(),
-    }
+    Run::from(cmd.output().expect("run keyhole"))
 }
 
 /// A config with one `environment_variable` credential whose `auth` object

@@ -198,21 +198,15 @@ impl Keyhole {
     /// config and state: the proxy and CA variables, and a placeholder
     /// per credential.
     pub fn env(&self) -> HashMap<String, String> {
-        let out = Command::new(env!("CARGO_BIN_EXE_keyhole"))
-            .args(["env", "--format", "json", "--listen"])
+        let mut env = Command::new(env!("CARGO_BIN_EXE_keyhole"));
+        env.args(["env", "--format", "json", "--listen"])
             .arg(self.addr.to_string())
             .arg("--config")
             .arg(self.config_path())
             .arg("--state-dir")
-            .arg(&self.state_dir)
-            .output()
-            .expect("run keyhole env");
-        assert!(
-            out.status.success(),
-            "keyhole env: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).expect("keyhole env prints JSON")
+            .arg(&self.state_dir);
+        let json = super::stdout_of(&mut env, "keyhole env");
+        serde_json::from_str(&json).expect("keyhole env prints JSON")
     }
 
     /// Writes a file in the test's folder.

@@ -186,6 +186,14 @@ impl hyper::body::Body for Chunks {
     }
 }
 
+/// Every byte of `body` (what came before an error, if one cut it).
+pub async fn whole_body<B: hyper::body::Body>(body: B) -> Bytes {
+    body.collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default()
+}
+
 /// `/discard...` counts the body without keeping it; `/chunked...` sends
 /// its answer in 7-byte frames with no length; the rest see [`respond_full`].
 async fn respond(
@@ -206,11 +214,7 @@ async fn respond(
     let res = respond_full(requests, req).await?;
     if path.starts_with("/chunked") {
         let (parts, body) = res.into_parts();
-        let bytes = body
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
+        let bytes = whole_body(body).await;
         let chunks = bytes.chunks(7).map(Bytes::copy_from_slice).collect();
         return Ok(Response::from_parts(parts, Chunks(chunks).boxed()));
     }
@@ -282,12 +286,7 @@ async fn respond_full(
             .body(Full::new(Bytes::new()))
             .expect("response"));
     }
-    let received = req
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let received = whole_body(req.into_body()).await;
     if let Some(last) = requests.lock().expect("lock").last_mut() {
         last.body = received.to_vec();
     }

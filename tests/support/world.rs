@@ -61,15 +61,15 @@ impl WorldBuilder {
         self
     }
 
-    /// What the TLS upstream offers by ALPN (default: both, h2 first).
-    pub fn alpn(mut self, alpn: Alpn) -> Self {
-        self.alpn = alpn;
-        self
-    }
-
     /// A recording plain-HTTP upstream, each of `names` resolved to it.
     pub fn plain(mut self, names: &[&str]) -> Self {
         self.plain_names = names.iter().map(|n| n.to_string()).collect();
+        self
+    }
+
+    /// What the TLS upstream offers by ALPN (default: both, h2 first).
+    pub fn alpn(mut self, alpn: Alpn) -> Self {
+        self.alpn = alpn;
         self
     }
 
@@ -313,6 +313,13 @@ impl World {
             .arg(&self.bundle)
             .args(args);
         cmd
+    }
+
+    /// Runs [`World::curl_command`], which must succeed; its stdout.
+    pub async fn curl_ok(&self, args: &[&str]) -> String {
+        let (ok, stdout, stderr) = self.curl(args).await;
+        assert!(ok, "curl {args:?}: {stderr}");
+        stdout
     }
 
     /// Runs [`World::curl_command`]: (exit ok, stdout, stderr).
