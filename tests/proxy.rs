@@ -110,10 +110,7 @@ async fn exact_host_gets_its_secret_in_a_header() {
         .await;
     let rec = w.last();
     assert_eq!(rec.header("authorization"), Some(bearer(API_SECRET)));
-    assert_eq!(
-        rec.authority,
-        format!("api.example.test:{}", w.upstream().port())
-    );
+    assert_eq!(rec.authority, w.authority("api.example.test"));
     assert!(
         body.contains(API_SECRET) || body.contains("authorization"),
         "reflected: {body}"
@@ -253,7 +250,7 @@ async fn ipv4_target_gets_an_ip_certificate_and_its_secret() {
     assert_eq!(w.last().header("x-key").as_deref(), Some(IP_SECRET));
     // Another spelling of the same address goes to the same place.
     let req = Request::get("/ip2")
-        .header("host", format!("127.0.0.1:{}", w.upstream().port()))
+        .header("host", w.authority("127.0.0.1"))
         .header("x-key", &ph)
         .empty();
     let (res, _) = Tunnel::to(format!("2130706433:{}", w.upstream().port()))
@@ -414,12 +411,9 @@ async fn plaintext_http_is_forwarded_but_never_substituted() {
 async fn non_tls_bytes_in_an_intercepted_tunnel_are_refused() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let w = world(Alpn::Both).start().await;
-    let mut tcp = client::connect(
-        w.keyhole.addr,
-        &format!("api.example.test:{}", w.upstream().port()),
-    )
-    .await
-    .unwrap();
+    let mut tcp = client::connect(w.keyhole.addr, &w.authority("api.example.test"))
+        .await
+        .unwrap();
     tcp.write_all(
         format!(
             "GET / HTTP/1.1\r\nHost: api.example.test\r\nAuthorization: {API_PLACEHOLDER}\r\n\r\n"
@@ -645,15 +639,9 @@ async fn upstream_connections_are_pooled_across_clients() {
 async fn websocket_upgrade_is_relayed_with_substituted_headers() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let w = world(Alpn::Both).start().await;
-    let authority = format!("api.example.test:{}", w.upstream().port());
+    let authority = w.authority("api.example.test");
     let tls = w.tunnel("api.example.test").open(&w).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-            .await
-            .unwrap();
-    tokio::spawn(async move {
-        let _ = conn.with_upgrades().await;
-    });
+    let (mut sender, _) = client::http1(tls).await.unwrap();
     let req = Request::get("/ws")
         .header("host", &authority)
         .header("connection", "Upgrade")
@@ -698,7 +686,7 @@ async fn post_chunks(
     alpn: &[u8],
 ) -> (http::StatusCode, http::HeaderMap, Vec<u8>) {
     use http_body_util::BodyExt;
-    let authority = format!("{host}:{}", w.upstream().port());
+    let authority = w.authority(host);
     let tls = w.tunnel(host).alpn(alpn).open(w).await.unwrap();
     let body = Chunks(chunks.into_iter().map(Bytes::from).collect());
     let mut req = Request::post(format!("https://{authority}{path}")).header("host", &authority);
@@ -709,18 +697,12 @@ async fn post_chunks(
         req = req.header(*k, *v);
     }
     let req = req.body(body).unwrap();
-    let io = hyper_util::rt::TokioIo::new(tls);
     let res = if alpn == b"h2" {
-        let (mut s, c) =
-            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
-                .await
-                .unwrap();
-        tokio::spawn(c);
-        s.send_request(req).await.unwrap()
+        let (mut sender, _) = client::http2(tls).await.unwrap();
+        sender.send_request(req).await.unwrap()
     } else {
-        let (mut s, c) = hyper::client::conn::http1::handshake(io).await.unwrap();
-        tokio::spawn(c);
-        s.send_request(req).await.unwrap()
+        let (mut sender, _) = client::http1(tls).await.unwrap();
+        sender.send_request(req).await.unwrap()
     };
     let (parts, body) = res.into_parts();
     (
@@ -939,13 +921,9 @@ async fn a_256_mib_body_crosses_with_bounded_memory() {
     let tail = &ph.as_bytes()[..10];
     chunk[CHUNK - 10..].copy_from_slice(tail);
     chunk[..ph.len() - 10].copy_from_slice(&ph.as_bytes()[10..]);
-    let authority = format!("x.wild.example.test:{}", w.upstream().port());
+    let authority = w.authority("x.wild.example.test");
     let tls = w.tunnel("x.wild.example.test").open(&w).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let (mut sender, _) = client::http1(tls).await.unwrap();
     let req = Request::post("/discard")
         .header("host", &authority)
         .body(Generated {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Empty;
-use support::client::NoBody;
+use support::client::{self, NoBody};
 use support::config::{Config, Credential};
 use support::proxy::Keyhole;
 use support::upstream::Alpn;
@@ -169,11 +169,7 @@ async fn a_kubernetes_style_symlink_swap_applies() {
 async fn each_request_on_a_long_lived_connection_follows_the_current_policy() {
     let s = setup("sek_conn_1111").await;
     let tls = s.tunnel(HOST).open(&s).await.expect("through keyhole");
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let (mut sender, _) = client::http1(tls).await.unwrap();
     let first = sender.send_request(request(&s)).await.unwrap();
     assert_eq!(first.status(), 200);
     http_body_util::BodyExt::collect(first.into_body())

@@ -10,10 +10,12 @@
 //!     .alpn(Alpn::H2)
 //!     .start()
 //!     .await;
-//! let (ok, body, err) = w.curl(&[&w.url("api.example.test", "/")]).await;
+//! let body = w.curl_ok(&[&w.url("api.example.test", "/")]).await;
+//! let tls = w.tunnel("api.example.test").h2().open(&w).await?;
 //! ```
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -118,51 +120,33 @@ impl WorldBuilder {
     }
 
     /// Starts the upstreams and keyhole.
-    pub async fn start(self) -> World {
-        let ca = self.ca.unwrap_or_else(TestCa::new);
+    pub async fn start(mut self) -> World {
+        let ca = self.ca.take().unwrap_or_else(TestCa::new);
         let names: Vec<&str> = self.names.iter().map(String::as_str).collect();
-        let upstream = match names.is_empty() {
-            true => None,
-            false => Some(tls_upstream(&ca, &names, self.alpn).await),
+        let upstream = if names.is_empty() {
+            None
+        } else {
+            Some(tls_upstream(&ca, &names, self.alpn).await)
         };
-        let plain = match self.plain_names.is_empty() {
-            true => None,
-            false => Some(plain_upstream().await),
+        let plain = if self.plain_names.is_empty() {
+            None
+        } else {
+            Some(plain_upstream().await)
         };
-        let mut routes: Vec<(&str, u16)> = Vec::new();
-        if let Some(up) = &upstream {
-            // IP addresses need no resolving.
-            let named = names
-                .iter()
-                .filter(|n| n.parse::<std::net::IpAddr>().is_err());
-            routes.extend(named.map(|n| (*n, up.port())));
-        }
-        if let Some(plain) = &plain {
-            routes.extend(self.plain_names.iter().map(|n| (n.as_str(), plain.port())));
-        }
-        routes.extend(self.routes.iter().map(|(n, p)| (n.as_str(), *p)));
-
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut args = Vec::new();
-        if self.trust_upstream_ca {
-            let path = dir.path().join("upstream-ca.pem");
-            std::fs::write(&path, &ca.cert_pem).expect("write upstream-ca.pem");
-            args.extend(["--upstream-ca".to_owned(), path.display().to_string()]);
-        }
-        args.extend(resolve_flags(&routes));
+        let audit_log = self.audit_log.then(|| dir.path().join("audit.jsonl"));
+        let mut args = self.upstream_flags(dir.path(), &ca, upstream.as_ref(), plain.as_ref());
         if let Some(token) = &self.admin_token {
             let path = dir.path().join("admin.token");
             std::fs::write(&path, format!("{token}\n")).expect("write admin.token");
             args.extend(["--admin", "127.0.0.1:0", "--admin-token-file"].map(String::from));
             args.push(path.display().to_string());
         }
-        let audit_log = self.audit_log.then(|| dir.path().join("audit.jsonl"));
         if let Some(path) = &audit_log {
             args.extend(["--audit-log".to_owned(), path.display().to_string()]);
         }
         args.extend(self.args);
-        let vars: Vec<(&str, &str)> = self.vars.iter().map(|(k, v)| (&**k, &**v)).collect();
-        let keyhole = Keyhole::start_in(dir, &self.config.json(), &args, &vars);
+        let keyhole = Keyhole::start_in(dir, &self.config.json(), &args, &str_pairs(&self.vars));
         // curl trusts keyhole's CA (intercepted hosts) and the test CA
         // (tunnelled ones).
         let bundle = keyhole.write(
@@ -185,9 +169,46 @@ impl WorldBuilder {
             vars: self.vars,
         }
     }
+
+    /// `--upstream-ca` (the test CA, written into `dir`) unless left out,
+    /// and a `--resolve` for every name: those of the TLS upstream but IP
+    /// addresses, those of the plain one, and [`WorldBuilder::resolve`]'s.
+    fn upstream_flags(
+        &self,
+        dir: &Path,
+        ca: &TestCa,
+        upstream: Option<&Upstream>,
+        plain: Option<&Upstream>,
+    ) -> Vec<String> {
+        let mut routes: Vec<(&str, u16)> = Vec::new();
+        if let Some(upstream) = upstream {
+            let named = self.names.iter().filter(|n| n.parse::<IpAddr>().is_err());
+            routes.extend(named.map(|n| (n.as_str(), upstream.port())));
+        }
+        if let Some(plain) = plain {
+            routes.extend(self.plain_names.iter().map(|n| (n.as_str(), plain.port())));
+        }
+        routes.extend(self.routes.iter().map(|(n, p)| (n.as_str(), *p)));
+        let mut flags = Vec::new();
+        if self.trust_upstream_ca {
+            let path = dir.join("upstream-ca.pem");
+            std::fs::write(&path, &ca.cert_pem).expect("write upstream-ca.pem");
+            flags.extend(["--upstream-ca".to_owned(), path.display().to_string()]);
+        }
+        flags.extend(resolve_flags(&routes));
+        flags
+    }
 }
 
-fn admin_addr(keyhole: &Keyhole) -> std::net::SocketAddr {
+/// `(name, value)` pairs as `&str`s, as [`Keyhole::start_in`] takes them.
+fn str_pairs(pairs: &[(String, String)]) -> Vec<(&str, &str)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
+}
+
+fn admin_addr(keyhole: &Keyhole) -> SocketAddr {
     keyhole.admin.expect("the admin API's address")
 }
 
@@ -208,8 +229,9 @@ pub struct World {
 }
 
 impl World {
-    /// A world to build, by default: a fresh test CA, the empty config, no
-    /// upstream, the TLS upstream offering both h2 and HTTP/1.1.
+    /// A world to build. By default: a fresh test CA, the empty config, no
+    /// upstream (one for [`WorldBuilder::names`] offers h2 and HTTP/1.1),
+    /// the test CA trusted upstream, no admin API and no audit log.
     pub fn builder() -> WorldBuilder {
         WorldBuilder {
             config: Config::new(),
@@ -229,8 +251,7 @@ impl World {
     /// Stops keyhole (SIGTERM) and starts it again with the same flags on
     /// the same config file (as it is now) and state; the upstreams stay.
     pub fn restart(self) -> World {
-        let vars: Vec<(&str, &str)> = self.vars.iter().map(|(k, v)| (&**k, &**v)).collect();
-        let keyhole = self.keyhole.restart(&self.args, &vars);
+        let keyhole = self.keyhole.restart(&self.args, &str_pairs(&self.vars));
         let api = self
             .api
             .map(|api| Api::new(admin_addr(&keyhole), &api.token));
