@@ -195,16 +195,23 @@ async fn read_answer_inner<R: AsyncBufRead + Unpin>(r: &mut R) -> Result<Answer,
 }
 
 /// Writes `bytes` in one write and reads one answer.
+///
+/// keyhole may answer a head past its limits and close before it has read
+/// all of it, and the write then fails (broken pipe) with the answer
+/// already here: it is read all the same, and the write's error only
+/// reported if no answer comes.
 async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut BufReader<S>,
     bytes: &[u8],
 ) -> Result<Answer, String> {
-    s.get_mut()
-        .write_all(bytes)
-        .await
-        .map_err(|e| e.to_string())?;
-    s.get_mut().flush().await.map_err(|e| e.to_string())?;
-    read_answer(s).await
+    let written = match s.get_mut().write_all(bytes).await {
+        Ok(()) => s.get_mut().flush().await,
+        Err(e) => Err(e),
+    };
+    read_answer(s).await.map_err(|e| match written {
+        Err(w) => format!("writing: {w}; reading: {e}"),
+        Ok(()) => e,
+    })
 }
 
 /// Writes `request` on a new connection on `way` and reads one answer.
