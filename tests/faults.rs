@@ -4,8 +4,8 @@
 //! `/proc/PID/fd`) come back to where they were: no socket, and so no
 //! connection task, is left behind.
 //!
-//! The upstreams here are small scripts on tokio and tokio-rustls that
-//! misbehave on purpose, all on 127.0.0.1.
+//! The upstreams here are scripts (`support/scripted.rs`) that misbehave
+//! on purpose, all on 127.0.0.1.
 
 mod support;
 

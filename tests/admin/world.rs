@@ -8,8 +8,11 @@ use crate::support::config::{Config, Credential};
 use crate::support::upstream::Alpn;
 use crate::support::world::World;
 
+/// The admin API's token.
 pub const TOKEN: &str = "admin-token-for-tests-4f9d2c7a";
+/// The secret `vcrd_api` starts with.
 pub const OLD_SECRET: &str = "sek_before_update_31d4";
+/// The one upstream host.
 pub const HOST: &str = "api.example.test";
 
 /// The file keyhole starts on: one credential for `api.example.test`,

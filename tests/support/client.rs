@@ -1,11 +1,10 @@
 //! A Rust client that speaks to keyhole exactly as a careful (or hostile)
-//! client would: CONNECT by hand, TLS with a chosen SNI, then HTTP/1.1 or
-//! HTTP/2 with chosen headers.
+//! client would: CONNECT by hand ([`connect`]), TLS with a chosen SNI,
+//! roots and ALPN ([`Tunnel`]), then HTTP/1.1 or HTTP/2 with chosen
+//! headers ([`send`], [`exchange`], [`http1`], [`http2`]).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-
-use super::proxy::Keyhole;
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -18,6 +17,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio_rustls::client::TlsStream;
+
+use super::proxy::Keyhole;
 
 /// Sends `CONNECT authority` and returns the stream after a `200`, or the
 /// proxy's whole response text otherwise.
@@ -56,7 +57,7 @@ enum ServerId {
     /// Send this name as SNI and check the certificate against it.
     Sni(String),
     /// Send no SNI and check the certificate against this IP address.
-    NoSni(std::net::IpAddr),
+    NoSni(IpAddr),
 }
 
 /// A client's TLS connection through keyhole: `CONNECT authority`, then a
