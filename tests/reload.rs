@@ -129,6 +129,10 @@ async fn sighup_applies_a_change_the_watcher_cannot_see() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_invalid_file_keeps_the_old_policy() {
     let s = setup("sek_keep_1111").await;
+    // keyhole listens for SIGHUP only a moment after it prints its address
+    // (a race on the src side): one request first, as the other tests here
+    // make, so that the SIGHUP below reloads rather than kills it.
+    assert_eq!(seen(&s).await, "sek_keep_1111");
     replace_atomically(&s.keyhole.config_path(), "{\"credentials\": [ oops");
     sighup(&s.keyhole);
     tokio::time::sleep(Duration::from_millis(1500)).await;
