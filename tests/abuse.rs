@@ -11,113 +11,78 @@ mod support;
 
 use std::time::Duration;
 
-use support::client;
-use support::proxy::Keyhole;
-use support::upstream::{plain_upstream, tls_upstream, Alpn, TestCa, Upstream};
+use support::client::{self, NoBody};
+use support::config::{Config, Credential};
+use support::upstream::Alpn;
+use support::world::World;
 use tokio::io::{
     AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader,
 };
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
 const SECRET: &str = "sek_abuse_31f0c9d2";
 const PLACEHOLDER: &str = "kh_pinned_abuse_0123456789";
 /// Longest wait for one answer from keyhole.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
-fn config() -> String {
-    format!(
-        r#"{{
-  "egress": {{"type": "limited", "allowed_hosts": ["api.example.test", "other.test", "plain.test"]}},
-  "credentials": [
-    {{"id": "vcrd_api", "auth": {{"type": "environment_variable", "secret_name": "API_TOKEN", "secret_value": "{SECRET}",
-      "placeholder": "{PLACEHOLDER}", "networking": {{"type": "limited", "allowed_hosts": ["api.example.test"]}}}}}}
-  ]
-}}"#
-    )
-}
-
 /// keyhole between a recording TLS upstream (`api.example.test`,
 /// `other.test`, intercepted) and a recording plain one (`plain.test`).
-struct World {
-    tls: Upstream,
-    plain: Upstream,
-    keyhole: Keyhole,
-}
-
 async fn world() -> World {
-    let ca = TestCa::new();
-    let tls = tls_upstream(&ca, &["api.example.test", "other.test"], Alpn::H1).await;
-    let plain = plain_upstream().await;
-    let dir = tempfile::tempdir().unwrap();
-    let ca_path = dir.path().join("upstream-ca.pem");
-    std::fs::write(&ca_path, &ca.cert_pem).unwrap();
-    let args: Vec<String> = vec![
-        "--upstream-ca".into(),
-        ca_path.display().to_string(),
-        "--resolve".into(),
-        format!("api.example.test:{}:127.0.0.1", tls.port()),
-        "--resolve".into(),
-        format!("other.test:{}:127.0.0.1", tls.port()),
-        "--resolve".into(),
-        format!("plain.test:{}:127.0.0.1", plain.port()),
-    ];
-    let keyhole = Keyhole::start_in(dir, &config(), &args, &[]);
-    World {
-        tls,
-        plain,
-        keyhole,
-    }
+    let config = Config::new()
+        .egress(&["api.example.test", "other.test", "plain.test"])
+        .credential(
+            Credential::new("vcrd_api")
+                .secret("API_TOKEN", SECRET)
+                .placeholder(PLACEHOLDER)
+                .allowed_hosts(&["api.example.test"]),
+        );
+    World::builder()
+        .config(config)
+        .names(&["api.example.test", "other.test"])
+        .alpn(Alpn::H1)
+        .plain(&["plain.test"])
+        .start()
+        .await
 }
 
-impl World {
-    /// `api.example.test:PORT`, the intercepted authority.
-    fn api(&self) -> String {
-        format!("api.example.test:{}", self.tls.port())
-    }
+/// `api.example.test:PORT`, the intercepted authority.
+fn api(w: &World) -> String {
+    w.authority("api.example.test")
+}
 
-    /// `plain.test:PORT`, the plain upstream's authority.
-    fn plain_authority(&self) -> String {
-        format!("plain.test:{}", self.plain.port())
-    }
+/// `plain.test:PORT`, the plain upstream's authority.
+fn plain_authority(w: &World) -> String {
+    format!("plain.test:{}", w.plain().port())
+}
 
-    /// An intercepted HTTP/1.1 tunnel to `api.example.test`, wrapped for
-    /// line reading.
-    async fn tunnel(&self) -> BufReader<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
-        let tls = client::open(
-            self.keyhole.addr,
-            &self.api(),
-            Some("api.example.test"),
-            None,
-            &[self.keyhole.ca_der()],
-            &[b"http/1.1"],
-        )
-        .await
-        .expect("intercepted tunnel");
-        BufReader::new(tls)
-    }
+/// An intercepted HTTP/1.1 tunnel to `api.example.test`, wrapped for
+/// line reading.
+async fn tunnel(w: &World) -> BufReader<TlsStream<TcpStream>> {
+    let tls = w.tunnel("api.example.test").open(w).await;
+    BufReader::new(tls.expect("intercepted tunnel"))
+}
 
-    /// A plain TCP connection to keyhole's listener, wrapped for line reading.
-    async fn listener(&self) -> BufReader<tokio::net::TcpStream> {
-        BufReader::new(
-            tokio::net::TcpStream::connect(self.keyhole.addr)
-                .await
-                .expect("connect to keyhole"),
-        )
-    }
+/// A plain TCP connection to keyhole's listener, wrapped for line reading.
+async fn listener(w: &World) -> BufReader<TcpStream> {
+    let tcp = TcpStream::connect(w.keyhole.addr).await;
+    BufReader::new(tcp.expect("connect to keyhole"))
+}
 
-    /// Nothing reached either upstream: no connection, no request.
-    fn assert_nothing_forwarded(&self, what: &str) {
-        assert!(
-            self.tls.received().is_empty() && self.plain.received().is_empty(),
-            "{what}: a request reached the upstream: {:?} {:?}",
-            self.tls.received(),
-            self.plain.received()
-        );
-        assert_eq!(
-            (self.tls.connections(), self.plain.connections()),
-            (0, 0),
-            "{what}: keyhole connected to an upstream"
-        );
-    }
+/// Nothing reached either upstream: no connection, no request.
+fn assert_nothing_forwarded(w: &World, what: &str) {
+    let (tls, plain) = (w.upstream(), w.plain());
+    assert!(
+        tls.received().is_empty() && plain.received().is_empty(),
+        "{what}: a request reached the upstream: {:?} {:?}",
+        tls.received(),
+        plain.received()
+    );
+    assert_eq!(
+        (tls.connections(), plain.connections()),
+        (0, 0),
+        "{what}: keyhole connected to an upstream"
+    );
 }
 
 /// One response as read off the wire.
@@ -230,16 +195,32 @@ async fn read_answer_inner<R: AsyncBufRead + Unpin>(r: &mut R) -> Result<Answer,
 }
 
 /// Writes `bytes` in one write and reads one answer.
+///
+/// keyhole may answer a head past its limits and close before it has read
+/// all of it, and the write then fails (broken pipe) with the answer
+/// already here: it is read all the same, and the write's error only
+/// reported if no answer comes.
 async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut BufReader<S>,
     bytes: &[u8],
 ) -> Result<Answer, String> {
-    s.get_mut()
-        .write_all(bytes)
-        .await
-        .map_err(|e| e.to_string())?;
-    s.get_mut().flush().await.map_err(|e| e.to_string())?;
-    read_answer(s).await
+    let written = match s.get_mut().write_all(bytes).await {
+        Ok(()) => s.get_mut().flush().await,
+        Err(e) => Err(e),
+    };
+    read_answer(s).await.map_err(|e| match written {
+        Err(w) => format!("writing: {w}; reading: {e}"),
+        Ok(()) => e,
+    })
+}
+
+/// Writes `request` on a new connection on `way` and reads one answer.
+async fn ask(w: &World, way: Way, request: &str) -> Answer {
+    let answer = match way {
+        Way::Tunnel => exchange(&mut tunnel(w).await, request.as_bytes()).await,
+        Way::Listener => exchange(&mut listener(w).await, request.as_bytes()).await,
+    };
+    answer.unwrap_or_else(|e| panic!("{way:?} {request:?}: {e}"))
 }
 
 /// Which side of keyhole a raw request is written to.
@@ -256,8 +237,8 @@ enum Way {
 /// it must: nothing may be smuggled after it).
 async fn one_shot(w: &World, way: Way, bytes: &[u8]) -> Result<(Answer, bool), String> {
     match way {
-        Way::Tunnel => one_shot_on(w.tunnel().await, bytes).await,
-        Way::Listener => one_shot_on(w.listener().await, bytes).await,
+        Way::Tunnel => one_shot_on(tunnel(w).await, bytes).await,
+        Way::Listener => one_shot_on(listener(w).await, bytes).await,
     }
 }
 
@@ -282,7 +263,7 @@ fn both_forms(w: &World, method: &str, lines: &[u8], body: &[u8]) -> [(Way, Vec<
     let tunnel = [
         format!(
             "{method} /abuse HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {PLACEHOLDER}\r\n",
-            w.api()
+            api(w)
         )
         .as_bytes(),
         lines,
@@ -293,7 +274,7 @@ fn both_forms(w: &World, method: &str, lines: &[u8], body: &[u8]) -> [(Way, Vec<
     let plain = [
         format!(
             "{method} http://{0}/abuse HTTP/1.1\r\nHost: {0}\r\nAuthorization: Bearer {PLACEHOLDER}\r\n",
-            w.plain_authority()
+            plain_authority(w)
         )
         .as_bytes(),
         lines,
@@ -320,7 +301,7 @@ async fn refused_both_ways(cases: &[(&str, &[u8], &[u8])], status: u16) {
                 closed,
                 "{what}: the connection stayed open after a malformed message"
             );
-            w.assert_nothing_forwarded(&what);
+            assert_nothing_forwarded(&w, &what);
         }
     }
     assert!(!w.keyhole.log().contains(SECRET));
@@ -358,13 +339,17 @@ async fn content_length_with_transfer_encoding_never_reaches_the_upstream_with_b
     for (name, lines, body) in CL_TE {
         for (way, bytes) in both_forms(&w, "POST", lines, body) {
             let what = format!("{name} ({way:?})");
-            w.tls.requests.lock().unwrap().clear();
-            w.plain.requests.lock().unwrap().clear();
+            w.upstream().clear();
+            w.plain().clear();
             let (a, closed) = one_shot(&w, way, &bytes)
                 .await
                 .unwrap_or_else(|e| panic!("{what}: {e}"));
             assert!(closed, "{what}: the connection stayed open: {a:?}");
-            let upstream = if way == Way::Tunnel { &w.tls } else { &w.plain };
+            let upstream = if way == Way::Tunnel {
+                w.upstream()
+            } else {
+                w.plain()
+            };
             for r in upstream.received() {
                 let framings = r
                     .headers
@@ -472,50 +457,39 @@ async fn invalid_header_bytes_are_refused() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_nested_connect_inside_a_tunnel_is_refused() {
     let w = world().await;
-    let port = w.tls.port();
+    let port = w.upstream().port();
     // HTTP/1.1: to the tunnel's own host, 405; to another host the host
     // check answers first, 421.
-    for (target, want) in [(w.api(), 405), (format!("other.test:{port}"), 421)] {
-        let mut s = w.tunnel().await;
-        let a = exchange(
-            &mut s,
-            format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes(),
+    for (target, want) in [(api(&w), 405), (format!("other.test:{port}"), 421)] {
+        let a = ask(
+            &w,
+            Way::Tunnel,
+            &format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n"),
         )
-        .await
-        .unwrap();
+        .await;
         assert_eq!(a.status, want, "{target}: {a:?}");
         a.assert_keyhole("http_request_denied");
     }
     // HTTP/2: a CONNECT stream inside the intercepted connection.
-    let tls = client::open(
-        w.keyhole.addr,
-        &w.api(),
-        Some("api.example.test"),
-        None,
-        &[w.keyhole.ca_der()],
-        &[b"h2"],
-    )
-    .await
-    .unwrap();
+    let tls = w.tunnel("api.example.test").h2().open(&w).await.unwrap();
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let req = http::Request::connect(w.api())
+    let req = http::Request::connect(api(&w))
         .version(http::Version::HTTP_2)
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
-        .unwrap();
+        .empty();
     let (res, _) = client::send(tls, req).await.unwrap();
     assert_eq!(res.status(), 405);
-    w.assert_nothing_forwarded("nested CONNECT");
+    assert_nothing_forwarded(&w, "nested CONNECT");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn h2c_upgrade_inside_a_tunnel_is_refused() {
     let w = world().await;
-    let mut s = w.tunnel().await;
+    let mut s = tunnel(&w).await;
     let a = exchange(
         &mut s,
         format!(
             "GET / HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\nAuthorization: Bearer {PLACEHOLDER}\r\n\r\n",
-            w.api()
+            api(&w)
         )
         .as_bytes(),
     )
@@ -528,14 +502,14 @@ async fn h2c_upgrade_inside_a_tunnel_is_refused() {
         &mut s,
         format!(
             "GET / HTTP/1.1\r\nHost: {}\r\nUpgrade: h2c\r\n\r\n",
-            w.api()
+            api(&w)
         )
         .as_bytes(),
     )
     .await
     .unwrap();
     assert_eq!(a.status, 400, "{a:?}");
-    w.assert_nothing_forwarded("h2c upgrade");
+    assert_nothing_forwarded(&w, "h2c upgrade");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -552,21 +526,21 @@ async fn the_http2_preface_on_an_http1_connection_is_refused() {
             Err(e) => assert!(!e.contains("time limit"), "{way:?}: {e}"),
         }
     }
-    w.assert_nothing_forwarded("h2 preface");
+    assert_nothing_forwarded(&w, "h2 preface");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pipelined_requests_in_a_tunnel_are_each_checked() {
     let w = world().await;
-    let port = w.tls.port();
-    let mut s = w.tunnel().await;
+    let port = w.upstream().port();
+    let mut s = tunnel(&w).await;
     // Three requests in one write: the allowed host, another host, the
     // allowed host again.
     let pipelined = format!(
         "GET /first HTTP/1.1\r\nHost: {api}\r\nAuthorization: Bearer {PLACEHOLDER}\r\n\r\n\
          GET /second HTTP/1.1\r\nHost: other.test:{port}\r\nAuthorization: Bearer {PLACEHOLDER}\r\n\r\n\
          GET /third HTTP/1.1\r\nHost: {api}\r\nAuthorization: Bearer {PLACEHOLDER}\r\n\r\n",
-        api = w.api()
+        api = api(&w)
     );
     let first = exchange(&mut s, pipelined.as_bytes()).await.unwrap();
     let second = read_answer(&mut s).await.unwrap();
@@ -575,7 +549,7 @@ async fn pipelined_requests_in_a_tunnel_are_each_checked() {
     assert_eq!(second.status, 421, "{second:?}");
     second.assert_keyhole("http_request_denied");
     assert_eq!(third.status, 200, "{third:?}");
-    let received = w.tls.received();
+    let received = w.upstream().received();
     let paths: Vec<&str> = received.iter().map(|r| r.path.as_str()).collect();
     assert_eq!(
         paths,
@@ -583,7 +557,7 @@ async fn pipelined_requests_in_a_tunnel_are_each_checked() {
         "only the checked requests went out"
     );
     for r in &received {
-        assert_eq!(r.authority, w.api());
+        assert_eq!(r.authority, api(&w));
         assert_eq!(
             r.header("authorization").as_deref(),
             Some(&*format!("Bearer {SECRET}"))
@@ -600,18 +574,17 @@ async fn a_body_cannot_smuggle_a_second_request() {
     // A request whose body (by Content-Length) looks like another request:
     // it is a body, forwarded as one, and the "inner" request never runs.
     let w = world().await;
-    let port = w.tls.port();
+    let port = w.upstream().port();
     let inner = format!("GET /smuggled HTTP/1.1\r\nHost: other.test:{port}\r\n\r\n");
     let outer = format!(
         "POST /echo-body HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n\r\n{inner}",
-        w.api(),
+        api(&w),
         inner.len()
     );
-    let mut s = w.tunnel().await;
-    let a = exchange(&mut s, outer.as_bytes()).await.unwrap();
+    let a = ask(&w, Way::Tunnel, &outer).await;
     assert_eq!(a.status, 200, "{a:?}");
     assert_eq!(a.body_text(), inner);
-    let received = w.tls.received();
+    let received = w.upstream().received();
     assert_eq!(received.len(), 1, "{received:?}");
     assert_eq!(received[0].path, "/echo-body");
 }
@@ -623,15 +596,15 @@ async fn pipelined_requests_on_the_listener_are_each_checked() {
         "GET http://{p}/one HTTP/1.1\r\nHost: {p}\r\n\r\n\
          GET http://denied.test/two HTTP/1.1\r\nHost: denied.test\r\n\r\n\
          GET http://{p}/three HTTP/1.1\r\nHost: {p}\r\n\r\n",
-        p = w.plain_authority()
+        p = plain_authority(&w)
     );
-    let mut s = w.listener().await;
+    let mut s = listener(&w).await;
     let one = exchange(&mut s, pipelined.as_bytes()).await.unwrap();
     let two = read_answer(&mut s).await.unwrap();
     let three = read_answer(&mut s).await.unwrap();
     assert_eq!((one.status, two.status, three.status), (200, 403, 200));
     two.assert_keyhole("http_request_denied");
-    let paths: Vec<String> = w.plain.received().into_iter().map(|r| r.path).collect();
+    let paths: Vec<String> = w.plain().received().into_iter().map(|r| r.path).collect();
     assert_eq!(paths, ["/one", "/three"]);
 }
 
@@ -652,61 +625,55 @@ async fn absurd_ports_are_refused() {
     // The same ports in a request's Host inside a tunnel, and in an
     // absolute-form http:// URL on the listener.
     for port in ["0", "65536", "99999999"] {
-        let mut s = w.tunnel().await;
-        let a = exchange(
-            &mut s,
-            format!("GET / HTTP/1.1\r\nHost: api.example.test:{port}\r\n\r\n").as_bytes(),
+        let a = ask(
+            &w,
+            Way::Tunnel,
+            &format!("GET / HTTP/1.1\r\nHost: api.example.test:{port}\r\n\r\n"),
         )
-        .await
-        .unwrap();
+        .await;
         assert!([400, 421].contains(&a.status), "Host port {port}: {a:?}");
-        let mut s = w.listener().await;
-        let a = exchange(
-            &mut s,
-            format!("GET http://plain.test:{port}/ HTTP/1.1\r\nHost: plain.test:{port}\r\n\r\n")
-                .as_bytes(),
+        let a = ask(
+            &w,
+            Way::Listener,
+            &format!("GET http://plain.test:{port}/ HTTP/1.1\r\nHost: plain.test:{port}\r\n\r\n"),
         )
-        .await
-        .unwrap();
+        .await;
         assert_eq!(a.status, 400, "http:// port {port}: {a:?}");
     }
-    w.assert_nothing_forwarded("absurd ports");
+    assert_nothing_forwarded(&w, "absurd ports");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn absolute_form_https_on_the_listener_is_refused() {
     let w = world().await;
-    let mut s = w.listener().await;
-    let a = exchange(
-        &mut s,
-        format!(
+    let a = ask(
+        &w,
+        Way::Listener,
+        &format!(
             "GET https://{0}/ HTTP/1.1\r\nHost: {0}\r\nAuthorization: Bearer {PLACEHOLDER}\r\n\r\n",
-            w.api()
-        )
-        .as_bytes(),
+            api(&w)
+        ),
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(a.status, 400, "{a:?}");
     a.assert_keyhole("http_request_error");
     assert!(a.body_text().contains("CONNECT"), "{a:?}");
-    w.assert_nothing_forwarded("https:// absolute form");
+    assert_nothing_forwarded(&w, "https:// absolute form");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn origin_form_requests_to_the_listener_are_refused() {
     let w = world().await;
     for request in [
-        format!("GET / HTTP/1.1\r\nHost: {}\r\n\r\n", w.plain_authority()),
+        format!("GET / HTTP/1.1\r\nHost: {}\r\n\r\n", plain_authority(&w)),
         format!("GET /x HTTP/1.1\r\nHost: {}\r\n\r\n", w.keyhole.addr),
         "OPTIONS * HTTP/1.1\r\nHost: plain.test\r\n\r\n".to_owned(),
     ] {
-        let mut s = w.listener().await;
-        let a = exchange(&mut s, request.as_bytes()).await.unwrap();
+        let a = ask(&w, Way::Listener, &request).await;
         assert_eq!(a.status, 400, "{request:?}: {a:?}");
         a.assert_keyhole("http_request_error");
     }
-    w.assert_nothing_forwarded("origin form");
+    assert_nothing_forwarded(&w, "origin form");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -717,16 +684,15 @@ async fn other_schemes_on_the_listener_are_refused() {
         "ws://plain.test/x",
         "file:///etc/passwd",
     ] {
-        let mut s = w.listener().await;
-        let a = exchange(
-            &mut s,
-            format!("GET {url} HTTP/1.1\r\nHost: plain.test\r\n\r\n").as_bytes(),
+        let a = ask(
+            &w,
+            Way::Listener,
+            &format!("GET {url} HTTP/1.1\r\nHost: plain.test\r\n\r\n"),
         )
-        .await
-        .unwrap();
+        .await;
         assert_eq!(a.status, 400, "{url}: {a:?}");
     }
-    w.assert_nothing_forwarded("other schemes");
+    assert_nothing_forwarded(&w, "other schemes");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -753,13 +719,13 @@ async fn huge_headers_are_refused() {
     for (way, bytes) in [
         (
             Way::Tunnel,
-            format!("GET {long_uri} HTTP/1.1\r\nHost: {}\r\n\r\n", w.api()),
+            format!("GET {long_uri} HTTP/1.1\r\nHost: {}\r\n\r\n", api(&w)),
         ),
         (
             Way::Listener,
             format!(
                 "GET http://{0}{long_uri} HTTP/1.1\r\nHost: {0}\r\n\r\n",
-                w.plain_authority()
+                plain_authority(&w)
             ),
         ),
     ] {
@@ -769,7 +735,7 @@ async fn huge_headers_are_refused() {
         assert!([414, 431].contains(&a.status), "long URI ({way:?}): {a:?}");
         assert!(closed, "long URI ({way:?}) left the connection open");
     }
-    w.assert_nothing_forwarded("huge headers");
+    assert_nothing_forwarded(&w, "huge headers");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -800,53 +766,47 @@ async fn placeholders_in_the_request_target_pass_unchanged() {
     // the target unusable and nothing is forwarded.
     let w = world().await;
     let target = format!("/p/{PLACEHOLDER}/x?token={PLACEHOLDER}&b={PLACEHOLDER}");
-    let mut s = w.tunnel().await;
-    let a = exchange(
-        &mut s,
-        format!(
+    let a = ask(
+        &w,
+        Way::Tunnel,
+        &format!(
             "GET {target} HTTP/1.1\r\nHost: {}\r\nX-Key: {PLACEHOLDER}\r\n\r\n",
-            w.api()
-        )
-        .as_bytes(),
+            api(&w)
+        ),
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(a.status, 200, "{a:?}");
-    let rec = w.tls.received().pop().expect("forwarded");
+    let rec = w.upstream().received().pop().expect("forwarded");
     assert_eq!(rec.path, target, "the target is passed as it was");
     assert_eq!(
         rec.header("x-key").as_deref(),
         Some(SECRET),
         "the credential applies here"
     );
-    let before = w.tls.received().len();
+    let before = w.upstream().received().len();
     // Userinfo, inside the tunnel and on the listener.
-    let mut s = w.tunnel().await;
-    let a = exchange(
-        &mut s,
-        format!(
+    let a = ask(
+        &w,
+        Way::Tunnel,
+        &format!(
             "GET https://u:{PLACEHOLDER}@{0}/ HTTP/1.1\r\nHost: {0}\r\n\r\n",
-            w.api()
-        )
-        .as_bytes(),
+            api(&w)
+        ),
     )
-    .await
-    .unwrap();
+    .await;
     assert!([400, 421].contains(&a.status), "{a:?}");
-    let mut s = w.listener().await;
-    let a = exchange(
-        &mut s,
-        format!(
+    let a = ask(
+        &w,
+        Way::Listener,
+        &format!(
             "GET http://u:{PLACEHOLDER}@{0}/ HTTP/1.1\r\nHost: {0}\r\n\r\n",
-            w.plain_authority()
-        )
-        .as_bytes(),
+            plain_authority(&w)
+        ),
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(a.status, 400, "{a:?}");
-    assert_eq!(w.tls.received().len(), before);
-    assert!(w.plain.received().is_empty());
+    assert_eq!(w.upstream().received().len(), before);
+    assert!(w.plain().received().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -854,32 +814,31 @@ async fn a_second_or_conflicting_host_inside_a_tunnel_is_refused() {
     // Threat 1 through the back door: two Host headers, or an absolute
     // URI naming one host and Host another.
     let w = world().await;
-    let port = w.tls.port();
+    let port = w.upstream().port();
     for (request, want) in [
         (
             format!(
                 "GET / HTTP/1.1\r\nHost: {}\r\nHost: other.test:{port}\r\nAuthorization: Bearer {PLACEHOLDER}\r\n\r\n",
-                w.api()
+                api(&w)
             ),
             400,
         ),
         (
             format!(
                 "GET https://other.test:{port}/ HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {PLACEHOLDER}\r\n\r\n",
-                w.api()
+                api(&w)
             ),
             421,
         ),
         (
             format!(
                 "GET https://{}/ HTTP/1.1\r\nHost: other.test:{port}\r\nAuthorization: Bearer {PLACEHOLDER}\r\n\r\n",
-                w.api()
+                api(&w)
             ),
             421,
         ),
     ] {
-        let mut s = w.tunnel().await;
-        let a = exchange(&mut s, request.as_bytes()).await.unwrap();
+        let a = ask(&w, Way::Tunnel, &request).await;
         assert_eq!(a.status, want, "{request:?}: {a:?}");
         assert!(
             a.header("proxy-status")
@@ -887,7 +846,7 @@ async fn a_second_or_conflicting_host_inside_a_tunnel_is_refused() {
             "{a:?}"
         );
     }
-    w.assert_nothing_forwarded("conflicting hosts");
+    assert_nothing_forwarded(&w, "conflicting hosts");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -898,9 +857,9 @@ async fn a_placeholder_split_across_tcp_segments_is_substituted() {
     let w = world().await;
     let request = format!(
         "GET /split HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {PLACEHOLDER}\r\n\r\n",
-        w.api()
+        api(&w)
     );
-    let mut s = w.tunnel().await;
+    let mut s = tunnel(&w).await;
     for piece in request.as_bytes().chunks(5) {
         s.get_mut().write_all(piece).await.unwrap();
         s.get_mut().flush().await.unwrap();
@@ -908,7 +867,7 @@ async fn a_placeholder_split_across_tcp_segments_is_substituted() {
     }
     let a = read_answer(&mut s).await.unwrap();
     assert_eq!(a.status, 200, "{a:?}");
-    let rec = w.tls.received().pop().expect("forwarded");
+    let rec = w.upstream().received().pop().expect("forwarded");
     assert_eq!(
         rec.header("authorization").as_deref(),
         Some(&*format!("Bearer {SECRET}"))

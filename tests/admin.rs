@@ -4,8 +4,6 @@
 
 mod support;
 
-#[path = "admin/api.rs"]
-mod api;
 #[path = "admin/errors.rs"]
 mod errors;
 #[path = "admin/world.rs"]
@@ -15,8 +13,8 @@ use std::path::PathBuf;
 
 use serde_json::{json, Value};
 
-use api::Api;
-use world::{World, HOST, OLD_SECRET, TOKEN};
+use support::admin::Api;
+use world::{authorization_upstream_sees, HOST, OLD_SECRET, TOKEN};
 
 const NEW_SECRET: &str = "sek_after_update_77b1";
 
@@ -55,10 +53,10 @@ async fn sdk_drives_the_admin_api() {
         );
         return;
     };
-    let w = World::new().await;
+    let w = world::start().await;
     let out = tokio::process::Command::new(&python)
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/admin_sdk.py"))
-        .env("KEYHOLE_ADMIN_URL", format!("http://{}", w.api.addr))
+        .env("KEYHOLE_ADMIN_URL", format!("http://{}", w.api().addr))
         .env("KEYHOLE_ADMIN_TOKEN", TOKEN)
         .env_remove("ANTHROPIC_API_KEY")
         .env_remove("ANTHROPIC_AUTH_TOKEN")
@@ -70,19 +68,19 @@ async fn sdk_drives_the_admin_api() {
         .output()
         .await
         .expect("run python");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "SDK script failed:\n{stdout}\n{stderr}"
-    );
+    let support::Run {
+        code,
+        stdout,
+        stderr,
+    } = out.into();
+    assert_eq!(code, 0, "SDK script failed:\n{stdout}\n{stderr}");
     let result: Value = stdout
         .lines()
         .find_map(|l| l.strip_prefix("RESULT "))
         .and_then(|l| serde_json::from_str(l).ok())
         .unwrap_or_else(|| panic!("no RESULT line:\n{stdout}"));
     // The file holds what the SDK did.
-    let file = w.file();
+    let file = world::file(&w);
     let creds = file["credentials"].as_array().unwrap();
     let by_id = |id: &Value| creds.iter().find(|c| c["id"] == *id).cloned();
     let rotated = by_id(&result["rotated"]).expect("rotated credential in the file");
@@ -106,12 +104,12 @@ async fn sdk_drives_the_admin_api() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_request_right_after_an_update_uses_the_new_secret() {
-    let w = World::new().await;
-    let ph = w.placeholders()["API_TOKEN"].clone();
-    let seen = w.authorization_upstream_sees(&ph).await;
+    let w = world::start().await;
+    let ph = w.placeholder("API_TOKEN").to_owned();
+    let seen = authorization_upstream_sees(&w, &ph).await;
     assert_eq!(seen, format!("Bearer {OLD_SECRET}"));
     let auth = json!({"type": "environment_variable", "secret_value": NEW_SECRET});
-    w.api
+    w.api()
         .ok(
             "POST",
             &format!("{CREDS}/vcrd_api"),
@@ -119,19 +117,19 @@ async fn a_request_right_after_an_update_uses_the_new_secret() {
         )
         .await;
     // No wait: the change is in force for the very next request.
-    let seen = w.authorization_upstream_sees(&ph).await;
+    let seen = authorization_upstream_sees(&w, &ph).await;
     assert_eq!(seen, format!("Bearer {NEW_SECRET}"));
     // Archived: never substituted (and no longer intercepted: tunnelled).
-    w.api
+    w.api()
         .ok("POST", &format!("{CREDS}/vcrd_api/archive"), None)
         .await;
     assert_eq!(
-        w.authorization_upstream_sees(&ph).await,
+        authorization_upstream_sees(&w, &ph).await,
         format!("Bearer {ph}")
     );
     // /metrics counts what happened.
     let m = w
-        .api
+        .api()
         .send(
             "GET",
             "/metrics",
@@ -162,71 +160,39 @@ async fn a_request_right_after_an_update_uses_the_new_secret() {
             m.text
         );
     }
-    w.api.assert_no_secret(&[OLD_SECRET, NEW_SECRET]);
+    w.api().assert_no_secret(&[OLD_SECRET, NEW_SECRET]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restart_keeps_every_change() {
-    let w = World::new().await;
-    let vault = w
-        .api
+    let w = world::start().await;
+    let api = w.api();
+    let vault = api
         .ok("POST", "/v1/vaults", Some(json!({"display_name": "kept"})))
         .await;
     let vid = vault["id"].as_str().unwrap().to_owned();
     let path = format!("/v1/vaults/{vid}/credentials");
-    let a = w
-        .api
-        .ok(
-            "POST",
-            &path,
-            Some(json!({"auth": env_auth("A_TOKEN", "sek_a_1")})),
-        )
-        .await;
-    let b = w
-        .api
-        .ok(
-            "POST",
-            &path,
-            Some(json!({"auth": env_auth("B_TOKEN", "sek_b_2")})),
-        )
-        .await;
-    let c = w
-        .api
-        .ok(
-            "POST",
-            &path,
-            Some(json!({"auth": env_auth("C_TOKEN", "sek_c_3")})),
-        )
-        .await;
-    let id = |v: &Value| v["id"].as_str().unwrap().to_owned();
-    w.api
-        .ok(
-            "POST",
-            &format!("{path}/{}", id(&a)),
-            Some(json!({"metadata": {"x": "1"}})),
-        )
-        .await;
-    w.api
-        .ok("POST", &format!("{path}/{}/archive", id(&b)), None)
-        .await;
-    w.api
-        .ok("DELETE", &format!("{path}/{}", id(&c)), None)
-        .await;
+    let mut ids = Vec::new();
+    for (name, secret) in [
+        ("A_TOKEN", "sek_a_1"),
+        ("B_TOKEN", "sek_b_2"),
+        ("C_TOKEN", "sek_c_3"),
+    ] {
+        let body = json!({"auth": env_auth(name, secret)});
+        let created = api.ok("POST", &path, Some(body)).await;
+        ids.push(created["id"].as_str().unwrap().to_owned());
+    }
+    let (a, b, c) = (&ids[0], &ids[1], &ids[2]);
+    let metadata = json!({"metadata": {"x": "1"}});
+    api.ok("POST", &format!("{path}/{a}"), Some(metadata)).await;
+    api.ok("POST", &format!("{path}/{b}/archive"), None).await;
+    api.ok("DELETE", &format!("{path}/{c}"), None).await;
     let auth = json!({"type": "environment_variable", "secret_value": NEW_SECRET});
-    w.api
-        .ok(
-            "POST",
-            &format!("{CREDS}/vcrd_api"),
-            Some(json!({"auth": auth})),
-        )
+    let update = json!({"auth": auth});
+    api.ok("POST", &format!("{CREDS}/vcrd_api"), Some(update))
         .await;
-    w.api
-        .ok(
-            "POST",
-            "/v1/vaults/vlt_local",
-            Some(json!({"metadata": {"m": "n"}})),
-        )
-        .await;
+    let metadata = json!({"metadata": {"m": "n"}});
+    api.ok("POST", "/v1/vaults/vlt_local", Some(metadata)).await;
 
     let snapshot = |api: Api| async move {
         let list = format!(
@@ -241,10 +207,10 @@ async fn a_restart_keeps_every_change() {
                 .await,
         )
     };
-    let before = snapshot(w.api.clone()).await;
-    let ph = w.placeholders()["API_TOKEN"].clone();
+    let before = snapshot(api.clone()).await;
+    let ph = w.placeholder("API_TOKEN").to_owned();
     let w = w.restart();
-    let after = snapshot(w.api.clone()).await;
+    let after = snapshot(w.api().clone()).await;
     assert_eq!(
         before, after,
         "the API shows the same after a restart, timestamps included"
@@ -253,12 +219,12 @@ async fn a_restart_keeps_every_change() {
     assert_eq!(creds.len(), 2);
     assert_eq!(creds[0]["metadata"], json!({"x": "1"}));
     assert!(creds[1]["archived_at"].is_string());
-    assert_eq!(w.placeholders()["API_TOKEN"], ph);
+    assert_eq!(w.placeholder("API_TOKEN"), ph);
     assert_eq!(
-        w.authorization_upstream_sees(&ph).await,
+        authorization_upstream_sees(&w, &ph).await,
         format!("Bearer {NEW_SECRET}")
     );
-    w.api
+    w.api()
         .assert_no_secret(&["sek_a_1", "sek_b_2", "sek_c_3", NEW_SECRET, OLD_SECRET]);
 }
 
@@ -277,17 +243,17 @@ async fn vid_of(api: &Api) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn fifty_concurrent_updates_all_persist() {
-    let w = World::new().await;
+    let w = world::start().await;
     // Four credentials: 50 distinct keys stay under 16 metadata pairs each.
     let mut ids = vec!["vcrd_api".to_owned()];
     for n in 1..4 {
         let body = json!({"auth": env_auth(&format!("T{n}"), &format!("sek_t_{n}"))});
-        let c = w.api.ok("POST", CREDS, Some(body)).await;
+        let c = w.api().ok("POST", CREDS, Some(body)).await;
         ids.push(c["id"].as_str().unwrap().to_owned());
     }
     let tasks: Vec<_> = (0..50)
         .map(|i| {
-            let api = w.api.clone();
+            let api = w.api().clone();
             let path = format!("{CREDS}/{}", ids[i % 4]);
             tokio::spawn(async move {
                 let body = json!({"metadata": {format!("k{i}"): format!("v{i}")}});
@@ -298,7 +264,7 @@ async fn fifty_concurrent_updates_all_persist() {
     for t in tasks {
         assert_eq!(t.await.unwrap(), 200);
     }
-    let file = w.file();
+    let file = world::file(&w);
     let creds = file["credentials"].as_array().unwrap();
     for i in 0..50 {
         let c = creds.iter().find(|c| c["id"] == ids[i % 4]).unwrap();
@@ -308,7 +274,7 @@ async fn fifty_concurrent_updates_all_persist() {
             "update {i} lost"
         );
         let shown = w
-            .api
+            .api()
             .ok("GET", &format!("{CREDS}/{}", ids[i % 4]), None)
             .await;
         assert_eq!(shown["metadata"][format!("k{i}")], format!("v{i}"));

@@ -19,14 +19,14 @@ mod support;
 #[path = "clients/servers.rs"]
 mod servers;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use servers::{Basic, Seen};
-use support::proxy::Keyhole;
-use support::upstream::{tls_upstream, Alpn, TestCa, Upstream};
+use support::config::{Config, Credential};
+use support::upstream::TestCa;
+use support::world::{World, WorldBuilder};
 
 /// Allowed on [`API_HOST`] only.
 const API_SECRET: &str = "sek_api_clientmatrix_5d0c2a";
@@ -40,20 +40,26 @@ const API_HOST: &str = "api.clients.test";
 const GIT_HOST: &str = "git.clients.test";
 const PYPI_HOST: &str = "pypi.clients.test";
 
-fn config() -> String {
-    format!(
-        r#"{{
-  "egress": {{"type": "limited", "allowed_hosts": ["{API_HOST}", "{GIT_HOST}", "{PYPI_HOST}"]}},
-  "credentials": [
-    {{"id": "vcrd_api", "auth": {{"type": "environment_variable", "secret_name": "API_TOKEN", "secret_value": "{API_SECRET}",
-      "networking": {{"type": "limited", "allowed_hosts": ["{API_HOST}"]}}}}}},
-    {{"id": "vcrd_github", "auth": {{"type": "environment_variable", "secret_name": "GITHUB_TOKEN", "secret_value": "{GITHUB_SECRET}",
-      "networking": {{"type": "limited", "allowed_hosts": ["{GIT_HOST}"]}}}}}},
-    {{"id": "vcrd_pypi", "auth": {{"type": "environment_variable", "secret_name": "PYPI_TOKEN", "secret_value": "{PYPI_SECRET}",
-      "networking": {{"type": "limited", "allowed_hosts": ["{PYPI_HOST}"]}}}}}}
-  ]
-}}"#
-    )
+/// keyhole with egress to the three hosts and one credential for each.
+fn world() -> WorldBuilder {
+    let config = Config::new()
+        .egress(&[API_HOST, GIT_HOST, PYPI_HOST])
+        .credential(
+            Credential::new("vcrd_api")
+                .secret("API_TOKEN", API_SECRET)
+                .allowed_hosts(&[API_HOST]),
+        )
+        .credential(
+            Credential::new("vcrd_github")
+                .secret("GITHUB_TOKEN", GITHUB_SECRET)
+                .allowed_hosts(&[GIT_HOST]),
+        )
+        .credential(
+            Credential::new("vcrd_pypi")
+                .secret("PYPI_TOKEN", PYPI_SECRET)
+                .allowed_hosts(&[PYPI_HOST]),
+        );
+    World::builder().config(config)
 }
 
 /// A missing tool: fails the test under CI, else skips it with a note.
@@ -104,57 +110,28 @@ fn script(name: &str) -> PathBuf {
 
 /// keyhole in front of local servers, and the sandbox's environment.
 struct Sandbox {
-    keyhole: Keyhole,
-    /// What `keyhole env --format json` printed.
-    env: HashMap<String, String>,
+    world: World,
     /// The sandbox's home and working folder.
     home: tempfile::TempDir,
 }
 
 impl Sandbox {
-    /// keyhole trusting `ca` upstream, with each `(host, port)` resolved to
-    /// 127.0.0.1.
-    fn start(ca: &TestCa, routes: &[(&str, u16)]) -> Sandbox {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let ca_path = dir.path().join("upstream-ca.pem");
-        std::fs::write(&ca_path, &ca.cert_pem).expect("write ca");
-        let mut args = vec!["--upstream-ca".to_owned(), ca_path.display().to_string()];
-        for (host, port) in routes {
-            args.push("--resolve".into());
-            args.push(format!("{host}:{port}:127.0.0.1"));
-        }
-        let keyhole = Keyhole::start_in(dir, &config(), &args, &[]);
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_keyhole"))
-            .args(["env", "--format", "json", "--listen"])
-            .arg(keyhole.addr.to_string())
-            .arg("--config")
-            .arg(keyhole.config_path())
-            .arg("--state-dir")
-            .arg(&keyhole.state_dir)
-            .output()
-            .expect("keyhole env");
-        assert!(
-            out.status.success(),
-            "keyhole env: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let env: HashMap<String, String> =
-            serde_json::from_slice(&out.stdout).expect("keyhole env json");
+    /// A sandbox behind `world`, whose `keyhole env` holds no secret.
+    fn new(world: World) -> Sandbox {
         for secret in SECRETS {
             assert!(
-                !env.values().any(|v| v.contains(secret)),
+                !world.env().values().any(|v| v.contains(secret)),
                 "keyhole env printed a secret"
             );
         }
         Sandbox {
-            keyhole,
-            env,
+            world,
             home: tempfile::tempdir().expect("tempdir"),
         }
     }
 
     fn placeholder(&self, name: &str) -> &str {
-        let p = &self.env[name];
+        let p = self.world.placeholder(name);
         assert!(p.starts_with("kh_ph_"), "{name}={p}");
         p
     }
@@ -169,7 +146,7 @@ impl Sandbox {
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", self.home.path())
             .env("LANG", "C.UTF-8")
-            .envs(&self.env)
+            .envs(self.world.env())
             .envs(extra.iter().copied())
             .current_dir(self.home.path())
             .stdin(Stdio::null())
@@ -187,7 +164,7 @@ impl Sandbox {
 
     /// keyhole's log, for failure messages.
     fn log(&self) -> String {
-        self.keyhole.log()
+        self.world.keyhole.log()
     }
 }
 
@@ -199,6 +176,28 @@ async fn run(mut cmd: tokio::process::Command) -> Output {
         Ok(out) => out.unwrap_or_else(|e| panic!("{what}: {e}")),
         Err(_) => panic!("{what} did not finish"),
     }
+}
+
+/// Runs a client script that prints what it got as JSON (`status`,
+/// `body`, ...): it succeeded, saw no secret and got a 200. Returns what it
+/// printed.
+async fn run_printing_json(
+    sandbox: &Sandbox,
+    what: &str,
+    cmd: tokio::process::Command,
+) -> serde_json::Value {
+    let out = run(cmd).await;
+    assert_succeeded(sandbox, what, &out);
+    let printed: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    assert_eq!(printed["status"], 200, "{printed}");
+    printed
+}
+
+/// The client succeeded and saw no secret.
+fn assert_succeeded(sandbox: &Sandbox, what: &str, out: &Output) {
+    assert!(out.status.success(), "{}\n{}", text(out), sandbox.log());
+    assert_no_secret(what, out);
 }
 
 fn text(out: &Output) -> String {
@@ -220,11 +219,14 @@ fn assert_no_secret(what: &str, out: &Output) {
 
 /// The echo upstream at [`API_HOST`] (reflects request headers as JSON)
 /// and keyhole in front of it.
-async fn api_world() -> (Upstream, Sandbox) {
-    let ca = TestCa::new();
-    let upstream = tls_upstream(&ca, &[API_HOST], Alpn::Both).await;
-    let sandbox = Sandbox::start(&ca, &[(API_HOST, upstream.port())]);
-    (upstream, sandbox)
+async fn api_sandbox() -> Sandbox {
+    Sandbox::new(world().names(&[API_HOST]).start().await)
+}
+
+/// keyhole in front of a server the test started at `port` for `host`,
+/// certified by `ca`.
+async fn server_sandbox(ca: TestCa, host: &str, port: u16) -> Sandbox {
+    Sandbox::new(world().ca(ca).resolve(host, port).start().await)
 }
 
 /// The headers every HTTP client sends: `API_TOKEN`, allowed on
@@ -234,10 +236,12 @@ const HEADER_TEMPLATES: [&str; 2] = ["Authorization=Bearer $API_TOKEN", "X-Other
 /// The echo upstream got exactly one request at `path`, with the real API
 /// secret and the GitHub placeholder untouched; `body` (what the client
 /// printed) shows the reflected headers scrubbed back to placeholders.
-fn assert_api_request(upstream: &Upstream, sandbox: &Sandbox, path: &str, body: &str) {
+fn assert_api_request(sandbox: &Sandbox, path: &str, body: &str) {
     let api = sandbox.placeholder("API_TOKEN");
     let github = sandbox.placeholder("GITHUB_TOKEN");
-    let got: Vec<_> = upstream
+    let got: Vec<_> = sandbox
+        .world
+        .upstream()
         .received()
         .into_iter()
         .filter(|r| r.path == path)
@@ -267,8 +271,8 @@ async fn curl_gets_the_secret_substituted() {
     if !require("curl", runs(Path::new("curl"), &["--version"]), "curl") {
         return;
     }
-    let (upstream, sandbox) = api_world().await;
-    let url = format!("https://{API_HOST}:{}/curl", upstream.port());
+    let sandbox = api_sandbox().await;
+    let url = sandbox.world.url(API_HOST, "/curl");
     let out = sandbox
         .sh(
             &format!(
@@ -277,14 +281,8 @@ async fn curl_gets_the_secret_substituted() {
             &[],
         )
         .await;
-    assert!(out.status.success(), "{}\n{}", text(&out), sandbox.log());
-    assert_no_secret("curl", &out);
-    assert_api_request(
-        &upstream,
-        &sandbox,
-        "/curl",
-        &String::from_utf8_lossy(&out.stdout),
-    );
+    assert_succeeded(&sandbox, "curl", &out);
+    assert_api_request(&sandbox, "/curl", &String::from_utf8_lossy(&out.stdout));
 }
 
 /// Runs `tests/clients/http_client.py CLIENT` and checks its request.
@@ -298,22 +296,17 @@ async fn python_client(client: &str) {
     ) {
         return;
     }
-    let (upstream, sandbox) = api_world().await;
+    let sandbox = api_sandbox().await;
     let path = format!("/{client}");
-    let url = format!("https://{API_HOST}:{}{path}", upstream.port());
+    let url = sandbox.world.url(API_HOST, &path);
     let mut cmd = sandbox.command(&py, &[]);
     cmd.arg(script("http_client.py"))
         .arg(client)
         .arg(&url)
         .args(HEADER_TEMPLATES);
-    let out = run(cmd).await;
-    assert!(out.status.success(), "{}\n{}", text(&out), sandbox.log());
-    assert_no_secret(client, &out);
-    let printed: serde_json::Value =
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
-    assert_eq!(printed["status"], 200, "{printed}");
+    let printed = run_printing_json(&sandbox, client, cmd).await;
     let body = printed["body"].as_str().unwrap_or_default();
-    assert_api_request(&upstream, &sandbox, &path, body);
+    assert_api_request(&sandbox, &path, body);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -370,20 +363,15 @@ async fn node_fetch(test: &str, node: &Path) {
     {
         return;
     }
-    let (upstream, sandbox) = api_world().await;
+    let sandbox = api_sandbox().await;
     let path = format!("/{test}");
-    let url = format!("https://{API_HOST}:{}{path}", upstream.port());
+    let url = sandbox.world.url(API_HOST, &path);
     let modules = modules.display().to_string();
     let mut cmd = sandbox.command(node, &[("KEYHOLE_TEST_NODE_MODULES", &modules)]);
     cmd.arg(script("fetch.mjs"))
         .arg(&url)
         .args(HEADER_TEMPLATES);
-    let out = run(cmd).await;
-    assert!(out.status.success(), "{}\n{}", text(&out), sandbox.log());
-    assert_no_secret(test, &out);
-    let printed: serde_json::Value =
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
-    assert_eq!(printed["status"], 200, "{printed}");
+    let printed = run_printing_json(&sandbox, test, cmd).await;
     assert_eq!(
         printed["mode"],
         if native {
@@ -394,7 +382,7 @@ async fn node_fetch(test: &str, node: &Path) {
         "Node {version}: {printed}"
     );
     let body = printed["body"].as_str().unwrap_or_default();
-    assert_api_request(&upstream, &sandbox, &path, body);
+    assert_api_request(&sandbox, &path, body);
 }
 
 /// The machine's `node`: on Node 20 (as on CI), fetch() goes through
@@ -417,40 +405,21 @@ async fn node24_fetch_uses_node_use_env_proxy() {
 }
 
 /// `git` with no system or user config and no prompts, for the server's
-/// side (making the repositories), not the sandbox's.
-fn git(dir: &Path, args: &[&str]) {
-    let out = std::process::Command::new("git")
-        .args(args)
+/// side (making the repositories and looking at them), not the sandbox's;
+/// what it printed, trimmed.
+fn git(dir: &Path, args: &[&str]) -> String {
+    let mut git = std::process::Command::new("git");
+    git.args(args)
         .current_dir(dir)
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
         .env("GIT_AUTHOR_NAME", "keyhole tests")
         .env("GIT_AUTHOR_EMAIL", "tests@clients.test")
         .env("GIT_COMMITTER_NAME", "keyhole tests")
-        .env("GIT_COMMITTER_EMAIL", "tests@clients.test")
-        .output()
-        .expect("git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn git_output(dir: &Path, args: &[&str]) -> String {
-    let out = std::process::Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .output()
-        .expect("git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        .env("GIT_COMMITTER_EMAIL", "tests@clients.test");
+    support::stdout_of(&mut git, &format!("git {args:?}"))
+        .trim()
+        .to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -489,13 +458,10 @@ async fn git_clone_and_push_with_a_token_in_the_url() {
         &ca,
         GIT_HOST,
         &root,
-        Basic {
-            user: Some("x-access-token".into()),
-            password: GITHUB_SECRET.into(),
-        },
+        Basic::new("x-access-token", GITHUB_SECRET),
     )
     .await;
-    let sandbox = Sandbox::start(&ca, &[(GIT_HOST, server.port())]);
+    let sandbox = server_sandbox(ca, GIT_HOST, server.port()).await;
     let github = sandbox.placeholder("GITHUB_TOKEN").to_owned();
     let api = sandbox.placeholder("API_TOKEN").to_owned();
 
@@ -518,16 +484,15 @@ git config --get remote.origin.url
         port = server.port()
     );
     let out = sandbox.sh(&script, &[]).await;
-    assert!(out.status.success(), "{}\n{}", text(&out), sandbox.log());
-    assert_no_secret("git", &out);
+    assert_succeeded(&sandbox, "git", &out);
 
     // The push landed.
     assert_eq!(
-        git_output(&bare, &["log", "-1", "--format=%s", "main"]),
+        git(&bare, &["log", "-1", "--format=%s", "main"]),
         "pushed through keyhole"
     );
     assert_eq!(
-        git_output(&bare, &["show", "main:pushed.txt"]),
+        git(&bare, &["show", "main:pushed.txt"]),
         "pushed through keyhole"
     );
     // The sandbox's clone keeps the placeholder, never the token.
@@ -592,13 +557,10 @@ async fn pip_installs_from_a_private_index_with_a_token_in_the_url() {
         PYPI_HOST,
         "khdemo",
         &wheel,
-        Basic {
-            user: Some("__token__".into()),
-            password: PYPI_SECRET.into(),
-        },
+        Basic::new("__token__", PYPI_SECRET),
     )
     .await;
-    let sandbox = Sandbox::start(&ca, &[(PYPI_HOST, index.port())]);
+    let sandbox = server_sandbox(ca, PYPI_HOST, index.port()).await;
     let github = sandbox.placeholder("GITHUB_TOKEN").to_owned();
 
     // Only this index: no PyPI, no config files, no prompts, no cache, no
@@ -616,8 +578,7 @@ PYTHONPATH="$HOME/site" "$PY" -c 'import khdemo; print(khdemo.GREETING)'
     );
     let py_text = py.display().to_string();
     let out = sandbox.sh(&script, &[("PY", &py_text)]).await;
-    assert!(out.status.success(), "{}\n{}", text(&out), sandbox.log());
-    assert_no_secret("pip", &out);
+    assert_succeeded(&sandbox, "pip", &out);
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("installed through keyhole"),
         "{}",

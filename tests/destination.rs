@@ -5,6 +5,7 @@ mod support;
 
 use support::client;
 use support::proxy::Keyhole;
+use support::world::World;
 
 const OPEN: &str = r#"{"credentials": []}"#;
 
@@ -66,17 +67,11 @@ async fn deny_private_refuses_loopback_after_resolution() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_admin_api_cannot_be_reached_through_the_proxy() {
-    let dir = tempfile::tempdir().unwrap();
-    let token = dir.path().join("token");
-    std::fs::write(&token, "an-admin-token-of-some-length").unwrap();
-    let args = vec![
-        "--admin".to_owned(),
-        "127.0.0.1:0".to_owned(),
-        "--admin-token-file".to_owned(),
-        token.display().to_string(),
-    ];
-    let keyhole = Keyhole::start(OPEN, &args, &[]);
-    let admin = keyhole.admin.expect("admin address");
+    let w = World::builder()
+        .admin("an-admin-token-of-some-length")
+        .start()
+        .await;
+    let (keyhole, admin) = (&w.keyhole, w.api().addr);
     let res = client::connect(keyhole.addr, &admin.to_string())
         .await
         .unwrap_err();

@@ -7,8 +7,10 @@ mod support;
 
 use std::process::Stdio;
 
+use support::config::{Config, Credential};
 use support::upstream::{tls_upstream, Alpn, TestCa};
-use support::Workspace;
+use support::world::resolve_flags;
+use support::{Run, Workspace};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
@@ -19,19 +21,19 @@ const HOST: &str = "api.exec.test";
 /// A config whose API_TOKEN is allowed on [`HOST`] and whose OTHER_TOKEN is
 /// allowed elsewhere only.
 fn config() -> String {
-    format!(
-        r#"{{
-  "egress": {{"type": "limited", "allowed_hosts": ["{HOST}", "other.exec.test"]}},
-  "credentials": [
-    {{"id": "vcrd_api", "auth": {{"type": "environment_variable", "secret_name": "API_TOKEN",
-      "secret_value": "{SECRET}",
-      "networking": {{"type": "limited", "allowed_hosts": ["{HOST}"]}}}}}},
-    {{"id": "vcrd_other", "auth": {{"type": "environment_variable", "secret_name": "OTHER_TOKEN",
-      "secret_value": "{OTHER_SECRET}",
-      "networking": {{"type": "limited", "allowed_hosts": ["other.exec.test"]}}}}}}
-  ]
-}}"#
-    )
+    Config::new()
+        .egress(&[HOST, "other.exec.test"])
+        .credential(
+            Credential::new("vcrd_api")
+                .secret("API_TOKEN", SECRET)
+                .allowed_hosts(&[HOST]),
+        )
+        .credential(
+            Credential::new("vcrd_other")
+                .secret("OTHER_TOKEN", OTHER_SECRET)
+                .allowed_hosts(&["other.exec.test"]),
+        )
+        .json()
 }
 
 /// `keyhole exec --config ... --state-dir ... EXTRA... -- COMMAND...`, with
@@ -64,12 +66,11 @@ async fn exec_runs_curl_with_the_secret_substituted_and_returns_its_status() {
     let upstream = tls_upstream(&ca, &[HOST], Alpn::Both).await;
     let w = Workspace::new();
     let upstream_ca = w.file("upstream-ca.pem", &ca.cert_pem);
-    let extra = vec![
+    let mut extra = vec![
         "--upstream-ca".to_owned(),
         upstream_ca.display().to_string(),
-        "--resolve".to_owned(),
-        format!("{HOST}:{}:127.0.0.1", upstream.port()),
     ];
+    extra.extend(resolve_flags(&[(HOST, upstream.port())]));
     let script = format!(
         r#"echo "proxy=$HTTPS_PROXY|$https_proxy|all=$ALL_PROXY|no=$NO_PROXY|ca=$SSL_CERT_FILE"
 curl -sS --max-time 20 -H "Authorization: Bearer $API_TOKEN" -H "X-Other: $OTHER_TOKEN" \
@@ -81,13 +82,12 @@ exit 5"#,
         .output()
         .await
         .expect("run keyhole exec");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(5),
-        "stdout: {stdout}\nstderr: {stderr}"
-    );
+    let Run {
+        code,
+        stdout,
+        stderr,
+    } = out.into();
+    assert_eq!(code, 5, "stdout: {stdout}\nstderr: {stderr}");
 
     // The command saw keyhole's environment, not what it inherited.
     let first = stdout.lines().next().unwrap_or_default();

@@ -4,284 +4,83 @@
 //! `/proc/PID/fd`) come back to where they were: no socket, and so no
 //! connection task, is left behind.
 //!
-//! The upstreams here are small scripts on tokio and tokio-rustls that
-//! misbehave on purpose, all on 127.0.0.1.
+//! The upstreams here are scripts (`support/scripted.rs`) that misbehave
+//! on purpose, all on 127.0.0.1.
 
 mod support;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Version};
 use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use support::client;
+use support::client::{self, NoBody, Tunnel};
+use support::config::{Config, Credential};
 use support::proxy::Keyhole;
-use support::upstream::{tls_upstream, Alpn, TestCa, Upstream};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use support::scripted::{on_request, scripted, Conn, Ctx, Scripted, SCRIPT_LIMIT};
+use support::upstream::{Alpn, TestCa};
+use support::world::World;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
 const SECRET: &str = "sek_faults_8e21b7c4";
 const PLACEHOLDER: &str = "kh_pinned_faults_0123456789";
 /// How long keyhole gets to release sockets after a fault.
 const SETTLE: Duration = Duration::from_secs(3);
-/// How long a script waits for keyhole to act before giving up.
-const SCRIPT_LIMIT: Duration = Duration::from_secs(8);
-
-fn config() -> String {
-    format!(
-        r#"{{
-  "egress": {{"type": "limited", "allowed_hosts": ["api.example.test", "good.test", "tunnel.test", "plain.test"]}},
-  "credentials": [
-    {{"id": "vcrd_api", "auth": {{"type": "environment_variable", "secret_name": "API_TOKEN", "secret_value": "{SECRET}",
-      "placeholder": "{PLACEHOLDER}", "networking": {{"type": "limited", "allowed_hosts": ["api.example.test", "good.test"]}}}}}}
-  ]
-}}"#
-    )
-}
-
-// ---------------------------------------------------------------------
-// Scripted upstreams
-// ---------------------------------------------------------------------
-
-/// One accepted upstream connection: TLS when the peer started a TLS
-/// handshake, plain TCP otherwise.
-enum Conn {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
-}
-
-impl Conn {
-    fn tcp(&self) -> &TcpStream {
-        match self {
-            Conn::Plain(t) => t,
-            Conn::Tls(t) => t.get_ref().0,
-        }
-    }
-
-    /// Drops the connection with a TCP reset instead of a FIN.
-    #[allow(deprecated)] // SO_LINGER 0 does not block on drop.
-    fn reset(self) {
-        let _ = self.tcp().set_linger(Some(Duration::ZERO));
-        drop(self);
-    }
-
-    /// Reads up to the end of a request head (bounded).
-    async fn read_head(&mut self) -> Option<String> {
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") && head.len() < 64 * 1024 {
-            match tokio::time::timeout(SCRIPT_LIMIT, self.read(&mut byte)).await {
-                Ok(Ok(1)) => head.push(byte[0]),
-                _ => return None,
-            }
-        }
-        Some(String::from_utf8_lossy(&head).into_owned())
-    }
-
-    /// Reads until keyhole closes its side; returns the bytes read, or
-    /// `None` if it did not close within [`SCRIPT_LIMIT`].
-    async fn wait_for_close(&mut self) -> Option<usize> {
-        let mut total = 0;
-        let mut buf = vec![0u8; 64 * 1024];
-        let deadline = Instant::now() + SCRIPT_LIMIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(left, self.read(&mut buf)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => return Some(total),
-                Ok(Ok(n)) => total += n,
-                Err(_) => return None,
-            }
-        }
-    }
-}
-
-impl AsyncRead for Conn {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(t) => Pin::new(t).poll_read(cx, buf),
-            Conn::Tls(t) => Pin::new(t).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Conn {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Conn::Plain(t) => Pin::new(t).poll_write(cx, buf),
-            Conn::Tls(t) => Pin::new(t).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(t) => Pin::new(t).poll_flush(cx),
-            Conn::Tls(t) => Pin::new(t).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(t) => Pin::new(t).poll_shutdown(cx),
-            Conn::Tls(t) => Pin::new(t).poll_shutdown(cx),
-        }
-    }
-}
-
-/// What a script hands its connections: the TLS acceptor and a notebook
-/// the test reads.
-#[derive(Clone)]
-struct Ctx {
-    acceptor: tokio_rustls::TlsAcceptor,
-    notes: Arc<Mutex<Vec<String>>>,
-}
-
-impl Ctx {
-    /// TLS if the peer's first byte starts a TLS record, else plain TCP.
-    async fn accept(&self, tcp: TcpStream) -> Option<Conn> {
-        let mut first = [0u8; 1];
-        let n = tokio::time::timeout(SCRIPT_LIMIT, tcp.peek(&mut first))
-            .await
-            .ok()?
-            .ok()?;
-        if n == 1 && first[0] == 0x16 {
-            let tls = tokio::time::timeout(SCRIPT_LIMIT, self.acceptor.accept(tcp))
-                .await
-                .ok()?
-                .ok()?;
-            Some(Conn::Tls(Box::new(tls)))
-        } else {
-            Some(Conn::Plain(tcp))
-        }
-    }
-
-    fn note(&self, what: impl Into<String>) {
-        self.notes.lock().expect("lock").push(what.into());
-    }
-}
-
-/// A misbehaving upstream: `script` runs for every accepted connection.
-struct Scripted {
-    addr: SocketAddr,
-    notes: Arc<Mutex<Vec<String>>>,
-}
-
-impl Scripted {
-    fn port(&self) -> u16 {
-        self.addr.port()
-    }
-
-    fn notes(&self) -> Vec<String> {
-        self.notes.lock().expect("lock").clone()
-    }
-
-    /// Waits until a note starting with `prefix` appears; returns it.
-    async fn wait_note(&self, prefix: &str, limit: Duration) -> Option<String> {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Some(n) = self.notes().into_iter().find(|n| n.starts_with(prefix)) {
-                return Some(n);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        None
-    }
-}
-
-async fn scripted<F, Fut>(ca: &TestCa, script: F) -> Scripted
-where
-    F: Fn(TcpStream, Ctx) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let (chain, key) = ca.leaf(&["api.example.test", "tunnel.test"]);
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .expect("server config");
-    // HTTP/1.1 only: the scripts write HTTP/1.x by hand.
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let ctx = Ctx {
-        acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
-        notes: Arc::new(Mutex::new(Vec::new())),
-    };
-    let notes = ctx.notes.clone();
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let script = Arc::new(script);
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                return;
-            };
-            ctx.note("accepted");
-            tokio::spawn(script(tcp, ctx.clone()));
-        }
-    });
-    Scripted { addr, notes }
-}
 
 // ---------------------------------------------------------------------
 // The world: keyhole, a scripted upstream and a well-behaved one
 // ---------------------------------------------------------------------
 
-struct World {
-    keyhole: Keyhole,
+/// keyhole with `api.example.test`, `tunnel.test` and `plain.test` at a
+/// scripted upstream and `good.test` at a well-behaved one.
+struct Faults {
+    world: World,
     script: Scripted,
-    good: Upstream,
     /// keyhole's open descriptors once warmed up (one pooled connection to
     /// the good upstream included).
     baseline: usize,
 }
 
-/// keyhole with `api.example.test`, `tunnel.test` and `plain.test` at the
-/// scripted upstream and `good.test` at a well-behaved one.
-async fn world<F, Fut>(extra: &[&str], script: F) -> World
+/// [`Faults`] with `script` for the scripted upstream and `extra` flags.
+async fn world<F, Fut>(extra: &[&str], script: F) -> Faults
 where
     F: Fn(TcpStream, Ctx) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let ca = TestCa::new();
-    let script = scripted(&ca, script).await;
-    let good = tls_upstream(&ca, &["good.test"], Alpn::H1).await;
-    let dir = tempfile::tempdir().unwrap();
-    let ca_path = dir.path().join("upstream-ca.pem");
-    std::fs::write(&ca_path, &ca.cert_pem).unwrap();
-    let mut args: Vec<String> = vec!["--upstream-ca".into(), ca_path.display().to_string()];
-    for (name, port) in [
-        ("api.example.test", script.port()),
-        ("tunnel.test", script.port()),
-        ("plain.test", script.port()),
-        ("good.test", good.port()),
-    ] {
-        args.push("--resolve".into());
-        args.push(format!("{name}:{port}:127.0.0.1"));
-    }
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let keyhole = Keyhole::start_in(dir, &config(), &args, &[]);
-    let mut w = World {
-        keyhole,
+    let script = scripted(&ca, &["api.example.test", "tunnel.test"], script).await;
+    let config = Config::new()
+        .egress(&["api.example.test", "good.test", "tunnel.test", "plain.test"])
+        .credential(
+            Credential::new("vcrd_api")
+                .secret("API_TOKEN", SECRET)
+                .placeholder(PLACEHOLDER)
+                .allowed_hosts(&["api.example.test", "good.test"]),
+        );
+    let world = World::builder()
+        .ca(ca)
+        .config(config)
+        .names(&["good.test"])
+        .alpn(Alpn::H1)
+        .resolve("api.example.test", script.port())
+        .resolve("tunnel.test", script.port())
+        .resolve("plain.test", script.port())
+        .args(extra)
+        .start()
+        .await;
+    let mut w = Faults {
+        world,
         script,
-        good,
         baseline: 0,
     };
     w.serves_others().await;
-    w.baseline = settled_fds(&w.keyhole).await;
+    w.baseline = settled_fds(&w.world.keyhole).await;
     assert!(
         w.baseline > 0,
         "cannot count keyhole's descriptors in /proc"
@@ -289,23 +88,40 @@ where
     w
 }
 
-impl World {
+impl Faults {
+    /// `api.example.test:PORT`, at the scripted upstream.
     fn api(&self) -> String {
         format!("api.example.test:{}", self.script.port())
     }
 
     /// An intercepted TLS connection to `api.example.test`, by `alpn`.
-    async fn open(&self, alpn: &[u8]) -> tokio_rustls::client::TlsStream<TcpStream> {
-        client::open(
-            self.keyhole.addr,
-            &self.api(),
-            Some("api.example.test"),
-            None,
-            &[self.keyhole.ca_der()],
-            &[alpn],
-        )
-        .await
-        .expect("intercepted tunnel")
+    async fn open(&self, alpn: &[u8]) -> TlsStream<TcpStream> {
+        let tunnel = Tunnel::to(self.api()).alpn(alpn);
+        tunnel.open(&self.world).await.expect("intercepted tunnel")
+    }
+
+    /// An intercepted HTTP/1.1 connection to `api.example.test` with a
+    /// request head written on it: `request` (`GET /path`), `Host`, then
+    /// `headers`.
+    async fn start_request(&self, request: &str, headers: &[&str]) -> TlsStream<TcpStream> {
+        let mut head = format!("{request} HTTP/1.1\r\nHost: {}\r\n", self.api());
+        for h in headers {
+            head.push_str(&format!("{h}\r\n"));
+        }
+        head.push_str("\r\n");
+        let mut tls = self.open(b"http/1.1").await;
+        tls.write_all(head.as_bytes())
+            .await
+            .expect("write the head");
+        tls
+    }
+
+    /// A byte-for-byte tunnel to `tunnel.test` (no credential applies) at
+    /// the scripted upstream.
+    async fn tunnel(&self) -> TcpStream {
+        let authority = format!("tunnel.test:{}", self.script.port());
+        let tunnel = client::connect(self.world.keyhole.addr, &authority).await;
+        tunnel.expect("a tunnel")
     }
 
     /// A GET to the scripted upstream through keyhole; the response and
@@ -319,7 +135,7 @@ impl World {
         } else {
             req.header("host", self.api())
         };
-        let req = req.body(Empty::<Bytes>::new()).unwrap();
+        let req = req.empty();
         let got = tokio::time::timeout(Duration::from_secs(10), client::send(tls, req))
             .await
             .map_err(|_| "no answer within 10 s".to_owned())?;
@@ -334,46 +150,52 @@ impl World {
         got
     }
 
+    /// A GET of `path` on `api.example.test` for an HTTP/2 connection.
+    fn h2_get(&self, path: &str) -> Request<Empty<Bytes>> {
+        Request::get(format!("https://{}{path}", self.api()))
+            .version(Version::HTTP_2)
+            .body(Empty::new())
+            .unwrap()
+    }
+
     /// keyhole still answers another client, intercepted, on both versions.
     async fn serves_others(&self) {
+        let w = &self.world;
         for alpn in [&b"http/1.1"[..], &b"h2"[..]] {
-            let tls = client::open(
-                self.keyhole.addr,
-                &format!("good.test:{}", self.good.port()),
-                Some("good.test"),
-                None,
-                &[self.keyhole.ca_der()],
-                &[alpn],
-            )
-            .await
-            .expect("tunnel to the good upstream");
-            let req = Request::get(format!("https://good.test:{}/", self.good.port()))
+            let req = Request::get(w.url("good.test", "/"))
                 .version(if alpn == b"h2" {
                     Version::HTTP_2
                 } else {
                     Version::HTTP_11
                 })
                 .header("authorization", format!("Bearer {PLACEHOLDER}"))
-                .body(Empty::<Bytes>::new())
-                .unwrap();
-            let (res, _) = client::send(tls, req).await.expect("the good upstream");
+                .empty();
+            let tunnel = w.tunnel("good.test").alpn(alpn);
+            let (res, _) = tunnel.send(w, req).await.expect("the good upstream");
             assert_eq!(res.status(), 200);
         }
-        let last = self.good.received().pop().expect("a request");
         assert_eq!(
-            last.header("authorization").as_deref(),
+            w.last().header("authorization").as_deref(),
             Some(&*format!("Bearer {SECRET}"))
         );
     }
 
+    /// The script's note that keyhole closed its connection, once there;
+    /// fails (with `what` and the notes) after [`SETTLE`] without one.
+    async fn closed_note(&self, what: &str) -> String {
+        let note = self.script.wait_note("closed", SETTLE).await;
+        note.unwrap_or_else(|| panic!("{what}: {:?}", self.script.notes()))
+    }
+
     /// keyhole serves others, and its descriptors come back to the baseline.
     async fn assert_nothing_left_behind(&self, what: &str) {
+        let keyhole = &self.world.keyhole;
         self.serves_others().await;
         let deadline = Instant::now() + SETTLE;
-        let mut now = open_fds(&self.keyhole);
+        let mut now = open_fds(keyhole);
         while now.len() > self.baseline && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            now = open_fds(&self.keyhole);
+            now = open_fds(keyhole);
         }
         assert!(
             now.len() <= self.baseline,
@@ -382,15 +204,9 @@ impl World {
             self.baseline,
             self.script.notes()
         );
-        assert!(
-            !self.keyhole.log().contains("panicked"),
-            "{what}: {}",
-            self.keyhole.log()
-        );
-        assert!(
-            !self.keyhole.log().contains(SECRET),
-            "{what}: a secret in the log"
-        );
+        let log = keyhole.log();
+        assert!(!log.contains("panicked"), "{what}: {log}");
+        assert!(!log.contains(SECRET), "{what}: a secret in the log");
     }
 }
 
@@ -446,24 +262,19 @@ fn proxy_status(res: &http::Response<()>) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn upstream_reset_mid_body_cuts_the_client_off() {
-    let w = world(&[], |tcp, ctx| async move {
-        let Some(mut c) = ctx.accept(tcp).await else {
-            return;
-        };
-        if c.read_head().await.is_none() {
-            return;
-        }
-        let _ = c
-            .write_all(
+    let w = world(
+        &[],
+        on_request(|mut c, _, ctx| async move {
+            c.send(
                 b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\nContent-Type: text/plain\r\n\r\n",
             )
             .await;
-        let _ = c.write_all(&[b'x'; 1000]).await;
-        let _ = c.flush().await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        c.reset();
-        ctx.note("reset");
-    })
+            c.send(&[b'x'; 1000]).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            c.reset();
+            ctx.note("reset");
+        }),
+    )
     .await;
     for alpn in [&b"http/1.1"[..], &b"h2"[..]] {
         // The status line is already out when the body breaks: the client
@@ -481,19 +292,10 @@ async fn upstream_reset_mid_body_cuts_the_client_off() {
 async fn upstream_stalling_before_headers_gets_504() {
     let w = world(
         &["--response-header-timeout", "0.5"],
-        |tcp, ctx| async move {
-            let Some(mut c) = ctx.accept(tcp).await else {
-                return;
-            };
-            if c.read_head().await.is_none() {
-                return;
-            }
+        on_request(|mut c, _, ctx| async move {
             ctx.note("stalling");
-            match c.wait_for_close().await {
-                Some(_) => ctx.note("closed by keyhole"),
-                None => ctx.note("still open"),
-            }
-        },
+            ctx.note_close(&mut c).await;
+        }),
     )
     .await;
     for alpn in [&b"http/1.1"[..], &b"h2"[..]] {
@@ -535,39 +337,20 @@ async fn upstream_stalling_before_headers_gets_504() {
 }
 
 /// Headers and a little of a long body, then silence until keyhole closes.
-async fn stall_after_headers(tcp: TcpStream, ctx: Ctx) {
-    let Some(mut c) = ctx.accept(tcp).await else {
-        return;
-    };
-    if c.read_head().await.is_none() {
-        return;
-    }
-    let _ = c
-        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\nfirst chunk\n")
+async fn stall_after_headers(mut c: Conn, _head: String, ctx: Ctx) {
+    c.send(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\nfirst chunk\n")
         .await;
-    let _ = c.flush().await;
     ctx.note("stalling");
-    match c.wait_for_close().await {
-        Some(_) => ctx.note("closed by keyhole"),
-        None => ctx.note("still open"),
-    }
+    ctx.note_close(&mut c).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn upstream_stalling_after_headers_is_released_when_the_client_gives_up() {
-    let w = world(&[], stall_after_headers).await;
+    let w = world(&[], on_request(stall_after_headers)).await;
     // HTTP/1.1: the client reads the head and a little, then hangs up.
     {
-        let mut tls = w.open(b"http/1.1").await;
-        tls.write_all(
-            format!(
-                "GET /stall HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {PLACEHOLDER}\r\n\r\n",
-                w.api()
-            )
-            .as_bytes(),
-        )
-        .await
-        .unwrap();
+        let auth = format!("Authorization: Bearer {PLACEHOLDER}");
+        let mut tls = w.start_request("GET /stall", &[&auth]).await;
         let mut buf = vec![0u8; 4096];
         let mut got = Vec::new();
         // A trailing byte that could begin a secret would be held back by
@@ -583,8 +366,8 @@ async fn upstream_stalling_after_headers_is_released_when_the_client_gives_up() 
         assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
     }
     assert_eq!(
-        w.script.wait_note("closed", SETTLE).await.as_deref(),
-        Some("closed by keyhole"),
+        w.closed_note("HTTP/1.1").await,
+        "closed by keyhole",
         "HTTP/1.1: {:?}",
         w.script.notes()
     );
@@ -594,19 +377,11 @@ async fn upstream_stalling_after_headers_is_released_when_the_client_gives_up() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn upstream_stalling_after_headers_is_released_when_an_http2_stream_is_reset() {
-    let w = world(&[], stall_after_headers).await;
+    let w = world(&[], on_request(stall_after_headers)).await;
     // HTTP/2: the client resets the stream but keeps its connection; keyhole
     // must still let go of the upstream connection.
-    let tls = w.open(b"h2").await;
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-            .await
-            .unwrap();
-    let conn = tokio::spawn(conn);
-    let req = Request::get(format!("https://{}/stall", w.api()))
-        .version(Version::HTTP_2)
-        .body(Empty::<Bytes>::new())
-        .unwrap();
+    let (mut sender, conn) = client::http2(w.open(b"h2").await).await.unwrap();
+    let req = w.h2_get("/stall");
     let res = sender.send_request(req).await.unwrap();
     assert_eq!(res.status(), 200);
     let mut body = res.into_body();
@@ -616,16 +391,13 @@ async fn upstream_stalling_after_headers_is_released_when_an_http2_stream_is_res
     assert!(first.is_some());
     drop(body); // RST_STREAM(CANCEL)
     assert_eq!(
-        w.script.wait_note("closed", SETTLE).await.as_deref(),
-        Some("closed by keyhole"),
+        w.closed_note("HTTP/2").await,
+        "closed by keyhole",
         "HTTP/2: {:?}",
         w.script.notes()
     );
     // The client's connection is still usable.
-    let req = Request::get(format!("https://{}/again", w.api()))
-        .version(Version::HTTP_2)
-        .body(Empty::<Bytes>::new())
-        .unwrap();
+    let req = w.h2_get("/again");
     let res = tokio::time::timeout(Duration::from_secs(5), sender.send_request(req))
         .await
         .expect("an answer on the same connection")
@@ -640,26 +412,21 @@ async fn upstream_stalling_after_headers_is_released_when_an_http2_stream_is_res
 
 #[tokio::test(flavor = "multi_thread")]
 async fn upstream_answering_garbage_or_nothing_gets_502() {
-    let w = world(&[], |tcp, ctx| async move {
-        let Some(mut c) = ctx.accept(tcp).await else {
-            return;
-        };
-        let Some(head) = c.read_head().await else {
-            return;
-        };
-        // `/nothing` closes without a byte.
-        if head.starts_with("GET /nothing") {
-            return;
-        }
-        let _ = c
-            .write_all(b"SSH-2.0-OpenSSH_9.6\r\n\x00\x01\x02\xff not http at all\r\n\r\n")
-            .await;
-        let _ = c.flush().await;
-        // `/hold` keeps the connection open after the garbage.
-        if head.starts_with("GET /hold") {
-            let _ = c.wait_for_close().await;
-        }
-    })
+    let w = world(
+        &[],
+        on_request(|mut c, head, _| async move {
+            // `/nothing` closes without a byte.
+            if head.starts_with("GET /nothing") {
+                return;
+            }
+            c.send(b"SSH-2.0-OpenSSH_9.6\r\n\x00\x01\x02\xff not http at all\r\n\r\n")
+                .await;
+            // `/hold` keeps the connection open after the garbage.
+            if head.starts_with("GET /hold") {
+                let _ = c.wait_for_close().await;
+            }
+        }),
+    )
     .await;
     for path in ["/close", "/hold", "/nothing"] {
         for alpn in [&b"http/1.1"[..], &b"h2"[..]] {
@@ -673,7 +440,7 @@ async fn upstream_answering_garbage_or_nothing_gets_502() {
         }
     }
     // Plain http:// is forwarded by the same client: same answer.
-    let mut tcp = TcpStream::connect(w.keyhole.addr).await.unwrap();
+    let mut tcp = TcpStream::connect(w.world.keyhole.addr).await.unwrap();
     let port = w.script.port();
     tcp.write_all(
         format!("GET http://plain.test:{port}/close HTTP/1.1\r\nHost: plain.test:{port}\r\nConnection: close\r\n\r\n")
@@ -737,28 +504,21 @@ async fn upstream_closing_during_the_tls_handshake_gets_502() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_http_1_0_upstream_works() {
-    let w = world(&[], |tcp, ctx| async move {
-        let Some(mut c) = ctx.accept(tcp).await else {
-            return;
-        };
-        let Some(head) = c.read_head().await else {
-            return;
-        };
-        ctx.note(format!("head {head}"));
-        if head.starts_with("GET /length") {
-            let _ = c
-                .write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 15\r\n\r\nhello with 1.0\n")
-                .await;
-        } else {
-            // No length: the body ends when the connection does.
-            let _ = c
-                .write_all(
-                    b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nhello until close\n",
-                )
-                .await;
-        }
-        let _ = c.shutdown().await;
-    })
+    let w = world(
+        &[],
+        on_request(|mut c, head, ctx| async move {
+            ctx.note(format!("head {head}"));
+            if head.starts_with("GET /length") {
+                c.send(b"HTTP/1.0 200 OK\r\nContent-Length: 15\r\n\r\nhello with 1.0\n")
+                    .await;
+            } else {
+                // No length: the body ends when the connection does.
+                c.send(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nhello until close\n")
+                    .await;
+            }
+            let _ = c.shutdown().await;
+        }),
+    )
     .await;
     for alpn in [&b"http/1.1"[..], &b"h2"[..]] {
         let (res, body) = w.get(alpn, "/close").await.expect("an answer");
@@ -785,25 +545,15 @@ async fn an_http_1_0_upstream_works() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn informational_responses_before_the_final_one_work() {
-    let w = world(&[], |tcp, ctx| async move {
-        let Some(mut c) = ctx.accept(tcp).await else {
-            return;
-        };
-        if c.read_head().await.is_none() {
-            return;
-        }
-        let _ = c
-            .write_all(
-                format!(
-                    "HTTP/1.1 100 Continue\r\n\r\n\
-                     HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\nX-Echo: {SECRET}\r\n\r\n\
-                     HTTP/1.1 200 OK\r\nContent-Length: 9\r\nConnection: close\r\nX-Echo: {SECRET}\r\n\r\nfinal ok\n"
-                )
-                .as_bytes(),
-            )
-            .await;
+    let w = world(&[], on_request(|mut c, _, _| async move {
+        let answer = format!(
+            "HTTP/1.1 100 Continue\r\n\r\n\
+             HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\nX-Echo: {SECRET}\r\n\r\n\
+             HTTP/1.1 200 OK\r\nContent-Length: 9\r\nConnection: close\r\nX-Echo: {SECRET}\r\n\r\nfinal ok\n"
+        );
+        c.send(answer.as_bytes()).await;
         let _ = c.shutdown().await;
-    })
+    }))
     .await;
     for alpn in [&b"http/1.1"[..], &b"h2"[..]] {
         let (res, body) = w.get(alpn, "/early").await.expect("an answer");
@@ -812,16 +562,7 @@ async fn informational_responses_before_the_final_one_work() {
         assert_eq!(res.headers()["x-echo"], PLACEHOLDER, "scrubbed");
     }
     // Raw, to see every byte the client gets: no secret in any 1xx either.
-    let mut tls = w.open(b"http/1.1").await;
-    tls.write_all(
-        format!(
-            "GET /early HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-            w.api()
-        )
-        .as_bytes(),
-    )
-    .await
-    .unwrap();
+    let mut tls = w.start_request("GET /early", &["Connection: close"]).await;
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut out)).await;
     let out = String::from_utf8_lossy(&out);
@@ -838,27 +579,21 @@ async fn informational_responses_before_the_final_one_work() {
 async fn a_redirect_is_relayed_not_followed() {
     // Threat 12: a redirect is the client's business. keyhole relays it
     // (with any secret in it scrubbed) and sends nothing anywhere else.
-    let w = world(&[], |tcp, ctx| async move {
-        let Some(mut c) = ctx.accept(tcp).await else {
-            return;
-        };
+    let w = world(&[], on_request(|mut c, head, ctx| async move {
         // One request per connection (it says `Connection: close`), so
         // that no pooled connection outlives the test.
-        if let Some(head) = c.read_head().await {
-            ctx.note(format!("head {}", head.lines().next().unwrap_or("")));
-            let _ = c
-                .write_all(
-                    format!(
-                        "HTTP/1.1 302 Found\r\nLocation: https://good.test/steal?k={SECRET}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                    )
-                    .as_bytes(),
+        ctx.note(format!("head {}", head.lines().next().unwrap_or("")));
+        c.send(
+                format!(
+                    "HTTP/1.1 302 Found\r\nLocation: https://good.test/steal?k={SECRET}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
                 )
-                .await;
-            let _ = c.shutdown().await;
-        }
-    })
+                .as_bytes(),
+            )
+            .await;
+        let _ = c.shutdown().await;
+    }))
     .await;
-    let good_before = w.good.received().len();
+    let good_before = w.world.upstream().received().len();
     for alpn in [&b"http/1.1"[..], &b"h2"[..]] {
         let (res, _) = w.get(alpn, "/moved").await.expect("an answer");
         assert_eq!(res.status(), 302, "{alpn:?}");
@@ -876,7 +611,7 @@ async fn a_redirect_is_relayed_not_followed() {
         .collect();
     assert_eq!(heads.len(), 2, "one request per client request: {heads:?}");
     assert_eq!(
-        w.good.received().len(),
+        w.world.upstream().received().len(),
         good_before,
         "the redirect was not followed"
     );
@@ -952,37 +687,20 @@ async fn a_client_gone_mid_upload_leaves_nothing_behind() {
     let w = world(&[], sink).await;
     // HTTP/1.1: a Content-Length body, cut after 256 KiB by closing.
     {
-        let mut tls = w.open(b"http/1.1").await;
-        tls.write_all(
-            format!(
-                "POST /upload HTTP/1.1\r\nHost: {}\r\nContent-Length: 10000000\r\n\r\n",
-                w.api()
-            )
-            .as_bytes(),
-        )
-        .await
-        .unwrap();
+        let mut tls = w
+            .start_request("POST /upload", &["Content-Length: 10000000"])
+            .await;
         tls.write_all(&vec![b'u'; 256 * 1024]).await.unwrap();
         tls.flush().await.unwrap();
         assert!(w.script.wait_note("receiving", SETTLE).await.is_some());
     }
-    let note = w.script.wait_note("closed", SETTLE).await;
-    assert!(
-        note.as_deref()
-            .is_some_and(|n| n.starts_with("closed by keyhole")),
-        "HTTP/1.1: {:?}",
-        w.script.notes()
-    );
+    let note = w.closed_note("HTTP/1.1").await;
+    assert!(note.starts_with("closed by keyhole"), "HTTP/1.1: {note}");
     w.assert_nothing_left_behind("upload cut, HTTP/1.1").await;
-    w.script.notes.lock().unwrap().clear();
+    w.script.clear_notes();
 
     // HTTP/2: the body fails, so the stream is reset; the connection stays.
-    let tls = w.open(b"h2").await;
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-            .await
-            .unwrap();
-    let conn = tokio::spawn(conn);
+    let (mut sender, conn) = client::http2(w.open(b"h2").await).await.unwrap();
     let req = Request::post(format!("https://{}/upload", w.api()))
         .version(Version::HTTP_2)
         .body(Failing::new(16))
@@ -997,28 +715,16 @@ async fn a_client_gone_mid_upload_leaves_nothing_behind() {
         "the upload was under way upstream: {:?}",
         w.script.notes()
     );
-    let note = w.script.wait_note("closed", SETTLE).await;
-    assert!(
-        note.as_deref()
-            .is_some_and(|n| n.starts_with("closed by keyhole")),
-        "HTTP/2: {:?}",
-        w.script.notes()
-    );
+    let note = w.closed_note("HTTP/2").await;
+    assert!(note.starts_with("closed by keyhole"), "HTTP/2: {note}");
     drop(sender);
     let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
     w.assert_nothing_left_behind("upload cut, HTTP/2").await;
 }
 
 /// Answers with an endless body until a write fails.
-async fn firehose(tcp: TcpStream, ctx: Ctx) {
-    let Some(mut c) = ctx.accept(tcp).await else {
-        return;
-    };
-    if c.read_head().await.is_none() {
-        return;
-    }
-    let _ = c
-        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000000000\r\n\r\n")
+async fn firehose(mut c: Conn, _head: String, ctx: Ctx) {
+    c.send(b"HTTP/1.1 200 OK\r\nContent-Length: 100000000000\r\n\r\n")
         .await;
     ctx.note("sending");
     let chunk = vec![b'd'; 64 * 1024];
@@ -1040,13 +746,10 @@ async fn firehose(tcp: TcpStream, ctx: Ctx) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_gone_mid_download_leaves_nothing_behind() {
-    let w = world(&[], firehose).await;
+    let w = world(&[], on_request(firehose)).await;
     // HTTP/1.1: read 1 MiB, then hang up.
     {
-        let mut tls = w.open(b"http/1.1").await;
-        tls.write_all(format!("GET /download HTTP/1.1\r\nHost: {}\r\n\r\n", w.api()).as_bytes())
-            .await
-            .unwrap();
+        let mut tls = w.start_request("GET /download", &[]).await;
         let mut buf = vec![0u8; 64 * 1024];
         let mut total = 0;
         while total < 1024 * 1024 {
@@ -1058,22 +761,13 @@ async fn a_client_gone_mid_download_leaves_nothing_behind() {
             total += n;
         }
     }
-    let note = w.script.wait_note("closed", SETTLE).await;
-    assert!(note.is_some(), "HTTP/1.1: {:?}", w.script.notes());
+    w.closed_note("HTTP/1.1").await;
     w.assert_nothing_left_behind("download cut, HTTP/1.1").await;
-    w.script.notes.lock().unwrap().clear();
+    w.script.clear_notes();
 
     // HTTP/2: read 1 MiB, then reset the stream and keep the connection.
-    let tls = w.open(b"h2").await;
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-            .await
-            .unwrap();
-    let conn = tokio::spawn(conn);
-    let req = Request::get(format!("https://{}/download", w.api()))
-        .version(Version::HTTP_2)
-        .body(Empty::<Bytes>::new())
-        .unwrap();
+    let (mut sender, conn) = client::http2(w.open(b"h2").await).await.unwrap();
+    let req = w.h2_get("/download");
     let res = sender.send_request(req).await.unwrap();
     let mut body = res.into_body();
     let mut total = 0;
@@ -1086,8 +780,7 @@ async fn a_client_gone_mid_download_leaves_nothing_behind() {
         total += frame.data_ref().map_or(0, |d| d.len());
     }
     drop(body);
-    let note = w.script.wait_note("closed", SETTLE).await;
-    assert!(note.is_some(), "HTTP/2: {:?}", w.script.notes());
+    w.closed_note("HTTP/2").await;
     drop(sender);
     let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
     w.assert_nothing_left_behind("download cut, HTTP/2").await;
@@ -1101,16 +794,13 @@ async fn a_client_gone_mid_download_leaves_nothing_behind() {
 async fn a_tunnel_upstream_reset_closes_the_client() {
     let w = world(&[], |tcp, ctx| async move {
         let mut c = Conn::Plain(tcp);
-        let _ = c.write_all(b"some bytes").await;
-        let _ = c.flush().await;
+        c.send(b"some bytes").await;
         tokio::time::sleep(Duration::from_millis(100)).await;
         c.reset();
         ctx.note("reset");
     })
     .await;
-    let mut tcp = client::connect(w.keyhole.addr, &format!("tunnel.test:{}", w.script.port()))
-        .await
-        .unwrap();
+    let mut tcp = w.tunnel().await;
     let mut out = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut out)).await;
     assert!(read.is_ok(), "the client was not closed");
@@ -1143,9 +833,7 @@ async fn a_tunnel_whose_client_left_is_released_by_the_idle_timeout() {
         drop(c);
     })
     .await;
-    let mut tcp = client::connect(w.keyhole.addr, &format!("tunnel.test:{}", w.script.port()))
-        .await
-        .unwrap();
+    let mut tcp = w.tunnel().await;
     tcp.write_all(b"hello").await.unwrap();
     drop(tcp);
     assert!(w.script.wait_note("eof", SETTLE).await.is_some());

@@ -3,14 +3,12 @@
 
 mod support;
 
-use std::collections::HashMap;
-
 use bytes::Bytes;
 use http::{Request, Version};
-use http_body_util::Empty;
-use support::client;
-use support::proxy::Keyhole;
-use support::upstream::{plain_upstream, tls_upstream, Alpn, Chunks, TestCa, Upstream};
+use support::client::{self, NoBody, Tunnel};
+use support::config::{Config, Credential, Injection};
+use support::upstream::{Alpn, Chunks};
+use support::world::{World, WorldBuilder};
 
 const API_SECRET: &str = "sek_api_9c1d7e33";
 const WILD_SECRET: &str = "sek_wild_4b2a9f11";
@@ -31,131 +29,59 @@ const NAMES: [&str; 8] = [
     "127.0.0.1",
 ];
 
-fn config() -> String {
-    format!(
-        r#"{{
-  "egress": {{"type": "limited", "allowed_hosts": ["api.example.test", "*.wild.example.test", "wild.example.test", "other.test", "evil.test", "tunnel.test", "127.0.0.1"]}},
-  "credentials": [
-    {{"id": "vcrd_api", "auth": {{"type": "environment_variable", "secret_name": "API_TOKEN", "secret_value": "{API_SECRET}",
-      "placeholder": "{API_PLACEHOLDER}", "networking": {{"type": "limited", "allowed_hosts": ["api.example.test"]}}}}}},
-    {{"id": "vcrd_wild", "auth": {{"type": "environment_variable", "secret_name": "WILD_TOKEN", "secret_value": "{WILD_SECRET}",
-      "networking": {{"type": "limited", "allowed_hosts": ["*.wild.example.test"]}}, "injection_location": {{"header": true, "body": true}}}}}},
-    {{"id": "vcrd_ip", "auth": {{"type": "environment_variable", "secret_name": "IP_TOKEN", "secret_value": "{IP_SECRET}",
-      "networking": {{"type": "limited", "allowed_hosts": ["127.0.0.1"]}}}}}},
-    {{"id": "vcrd_other", "auth": {{"type": "environment_variable", "secret_name": "OTHER_TOKEN", "secret_value": "{OTHER_SECRET}",
-      "networking": {{"type": "limited", "allowed_hosts": ["other.test"]}}}}}}
-  ]
-}}"#
-    )
-}
-
-/// A test CA, an upstream for every name, keyhole pinned to it, and the
-/// placeholders `keyhole env` hands out.
-struct World {
-    ca: TestCa,
-    upstream: Upstream,
-    keyhole: Keyhole,
-    env: HashMap<String, String>,
-    bundle: std::path::PathBuf,
-}
-
-async fn world(alpn: Alpn, extra: &[&str], env: &[(&str, &str)]) -> World {
-    let ca = TestCa::new();
-    let upstream = tls_upstream(&ca, &NAMES, alpn).await;
-    let dir = tempfile::tempdir().unwrap();
-    let ca_path = dir.path().join("upstream-ca.pem");
-    std::fs::write(&ca_path, &ca.cert_pem).unwrap();
-    let mut args: Vec<String> = vec!["--upstream-ca".into(), ca_path.display().to_string()];
-    for name in NAMES.iter().filter(|n| !n.starts_with("127.")) {
-        args.push("--resolve".into());
-        args.push(format!("{name}:{}:127.0.0.1", upstream.port()));
-    }
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let keyhole = Keyhole::start_in(dir, &config(), &args, env);
-    let env = keyhole_env(&keyhole);
-    // curl trusts keyhole's CA (intercepted hosts) and the test CA (tunnelled ones).
-    let bundle = keyhole.write(
-        "curl-bundle.pem",
-        &format!("{}{}", keyhole.ca_pem(), ca.cert_pem),
-    );
-    World {
-        ca,
-        upstream,
-        keyhole,
-        env,
-        bundle,
-    }
-}
-
-/// `keyhole env --format json` for the running proxy's config and state.
-fn keyhole_env(k: &Keyhole) -> HashMap<String, String> {
-    let config = k.state_dir.parent().unwrap().join("config.json");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keyhole"))
-        .args([
-            "env",
-            "--format",
-            "json",
-            "--listen",
-            &k.addr.to_string(),
-            "--config",
+/// Egress to every name of [`NAMES`] (the wildcard covering both
+/// `wild` subdomains); four credentials, each on one host entry: an exact
+/// name (with a pinned placeholder), a wildcard (headers and bodies), an
+/// IP address, and another exact name.
+fn config() -> Config {
+    Config::new()
+        .egress(&[
+            "api.example.test",
+            "*.wild.example.test",
+            "wild.example.test",
+            "other.test",
+            "evil.test",
+            "tunnel.test",
+            "127.0.0.1",
         ])
-        .arg(&config)
-        .arg("--state-dir")
-        .arg(&k.state_dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+        .credential(
+            Credential::new("vcrd_api")
+                .secret("API_TOKEN", API_SECRET)
+                .placeholder(API_PLACEHOLDER)
+                .allowed_hosts(&["api.example.test"]),
+        )
+        .credential(
+            Credential::new("vcrd_wild")
+                .secret("WILD_TOKEN", WILD_SECRET)
+                .allowed_hosts(&["*.wild.example.test"])
+                .injection(Injection::HeaderAndBody),
+        )
+        .credential(
+            Credential::new("vcrd_ip")
+                .secret("IP_TOKEN", IP_SECRET)
+                .allowed_hosts(&["127.0.0.1"]),
+        )
+        .credential(
+            Credential::new("vcrd_other")
+                .secret("OTHER_TOKEN", OTHER_SECRET)
+                .allowed_hosts(&["other.test"]),
+        )
 }
 
-impl World {
-    fn placeholder(&self, name: &str) -> &str {
-        &self.env[name]
-    }
+/// `Bearer TOKEN`, an Authorization value.
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
 
-    /// curl through keyhole; returns (exit ok, stdout, stderr).
-    async fn curl(&self, args: &[&str]) -> (bool, String, String) {
-        let out = tokio::process::Command::new("curl")
-            .args([
-                "-sS",
-                "--max-time",
-                "20",
-                "--proxy",
-                &self.keyhole.url(),
-                "--cacert",
-            ])
-            .arg(&self.bundle)
-            .args(args)
-            .output()
-            .await
-            .expect("curl");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-
-    fn url(&self, host: &str, path: &str) -> String {
-        format!("https://{host}:{}{path}", self.upstream.port())
-    }
-
-    /// The last request the upstream received.
-    fn last(&self) -> support::upstream::Recorded {
-        self.upstream
-            .received()
-            .pop()
-            .expect("the upstream received nothing")
-    }
+/// keyhole on [`config`] in front of one TLS upstream for every name in
+/// [`NAMES`], offering `alpn`.
+fn world(alpn: Alpn) -> WorldBuilder {
+    World::builder().config(config()).names(&NAMES).alpn(alpn)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn env_and_run_agree_on_placeholders() {
-    let w = world(Alpn::Both, &[], &[]).await;
+    let w = world(Alpn::Both).start().await;
     assert_eq!(w.placeholder("API_TOKEN"), API_PLACEHOLDER);
     for name in ["WILD_TOKEN", "IP_TOKEN", "OTHER_TOKEN"] {
         let p = w.placeholder(name);
@@ -164,34 +90,27 @@ async fn env_and_run_agree_on_placeholders() {
             "{p}"
         );
     }
-    assert_eq!(w.env["HTTPS_PROXY"], w.keyhole.url());
-    assert_eq!(w.env["NODE_USE_ENV_PROXY"], "1");
-    let bundle = std::fs::read_to_string(&w.env["SSL_CERT_FILE"]).unwrap();
+    assert_eq!(w.env()["HTTPS_PROXY"], w.keyhole.url());
+    assert_eq!(w.env()["NODE_USE_ENV_PROXY"], "1");
+    let bundle = std::fs::read_to_string(&w.env()["SSL_CERT_FILE"]).unwrap();
     assert!(
         bundle.starts_with(&w.keyhole.ca_pem()),
         "the bundle starts with keyhole's CA"
     );
     // A second `env` gives the same placeholders.
-    assert_eq!(keyhole_env(&w.keyhole), w.env);
+    assert_eq!(&w.keyhole.env(), w.env());
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn exact_host_gets_its_secret_in_a_header() {
-    let w = world(Alpn::Both, &[], &[]).await;
+    let w = world(Alpn::Both).start().await;
     let auth = format!("Authorization: Bearer {API_PLACEHOLDER}");
-    let (ok, body, err) = w
-        .curl(&["-H", &auth, &w.url("api.example.test", "/user?q=1")])
+    let body = w
+        .curl_ok(&["-H", &auth, &w.url("api.example.test", "/user?q=1")])
         .await;
-    assert!(ok, "{err}");
     let rec = w.last();
-    assert_eq!(
-        rec.header("authorization").as_deref(),
-        Some(&*format!("Bearer {API_SECRET}"))
-    );
-    assert_eq!(
-        rec.authority,
-        format!("api.example.test:{}", w.upstream.port())
-    );
+    assert_eq!(rec.header("authorization"), Some(bearer(API_SECRET)));
+    assert_eq!(rec.authority, w.authority("api.example.test"));
     assert!(
         body.contains(API_SECRET) || body.contains("authorization"),
         "reflected: {body}"
@@ -200,7 +119,7 @@ async fn exact_host_gets_its_secret_in_a_header() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn wildcard_matches_subdomains_at_any_depth_but_not_the_bare_domain() {
-    let w = world(Alpn::Both, &[], &[]).await;
+    let w = world(Alpn::Both).start().await;
     let ph = w.placeholder("WILD_TOKEN").to_owned();
     let header = format!("X-Api-Key: {ph}");
     for host in [
@@ -208,8 +127,7 @@ async fn wildcard_matches_subdomains_at_any_depth_but_not_the_bare_domain() {
         "a.b.wild.example.test",
         "X.WILD.Example.TEST",
     ] {
-        let (ok, _, err) = w.curl(&["-H", &header, &w.url(host, "/")]).await;
-        assert!(ok, "{host}: {err}");
+        w.curl_ok(&["-H", &header, &w.url(host, "/")]).await;
         assert_eq!(
             w.last().header("x-api-key").as_deref(),
             Some(WILD_SECRET),
@@ -218,33 +136,29 @@ async fn wildcard_matches_subdomains_at_any_depth_but_not_the_bare_domain() {
     }
     // The bare domain: no credential applies, so keyhole tunnels and the
     // placeholder arrives as it was sent.
-    let (ok, _, err) = w
-        .curl(&["-H", &header, &w.url("wild.example.test", "/")])
+    w.curl_ok(&["-H", &header, &w.url("wild.example.test", "/")])
         .await;
-    assert!(ok, "{err}");
     assert_eq!(w.last().header("x-api-key").as_deref(), Some(&*ph));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_placeholder_only_becomes_its_own_secret() {
-    let w = world(Alpn::Both, &[], &[]).await;
+    let w = world(Alpn::Both).start().await;
     let wild = w.placeholder("WILD_TOKEN").to_owned();
     let other = w.placeholder("OTHER_TOKEN").to_owned();
     // On other.test: OTHER's placeholder is replaced, WILD's and API's pass unchanged.
-    let (ok, _, err) = w
-        .curl(&[
-            "-H",
-            &format!("X-A: {API_PLACEHOLDER}"),
-            "-H",
-            &format!("X-B: {wild}"),
-            "-H",
-            &format!("X-C: {other}"),
-            "-H",
-            &format!("X-{other}: name"),
-            &w.url("other.test", "/"),
-        ])
-        .await;
-    assert!(ok, "{err}");
+    w.curl_ok(&[
+        "-H",
+        &format!("X-A: {API_PLACEHOLDER}"),
+        "-H",
+        &format!("X-B: {wild}"),
+        "-H",
+        &format!("X-C: {other}"),
+        "-H",
+        &format!("X-{other}: name"),
+        &w.url("other.test", "/"),
+    ])
+    .await;
     let rec = w.last();
     assert_eq!(rec.header("x-a").as_deref(), Some(API_PLACEHOLDER));
     assert_eq!(rec.header("x-b").as_deref(), Some(&*wild));
@@ -269,16 +183,14 @@ async fn a_placeholder_only_becomes_its_own_secret() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn basic_auth_payload_is_substituted() {
-    let w = world(Alpn::Both, &[], &[]).await;
+    let w = world(Alpn::Both).start().await;
     let user = format!("x-access-token:{API_PLACEHOLDER}");
-    let (ok, _, err) = w
-        .curl(&[
-            "-u",
-            &user,
-            &w.url("api.example.test", "/repo.git/info/refs"),
-        ])
-        .await;
-    assert!(ok, "{err}");
+    w.curl_ok(&[
+        "-u",
+        &user,
+        &w.url("api.example.test", "/repo.git/info/refs"),
+    ])
+    .await;
     use base64::Engine;
     let want =
         base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{API_SECRET}"));
@@ -290,120 +202,77 @@ async fn basic_auth_payload_is_substituted() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn http2_on_both_legs() {
-    let w = world(Alpn::H2, &[], &[]).await;
+    let w = world(Alpn::H2).start().await;
     let auth = format!("Authorization: Bearer {API_PLACEHOLDER}");
-    let (ok, _, err) = w
-        .curl(&[
-            "--http2",
-            "-w",
-            "%{http_version}",
-            "-o",
-            "/dev/null",
-            "-H",
-            &auth,
-            &w.url("api.example.test", "/"),
-        ])
-        .await;
-    assert!(ok, "{err}");
+    w.curl_ok(&[
+        "--http2",
+        "-w",
+        "%{http_version}",
+        "-o",
+        "/dev/null",
+        "-H",
+        &auth,
+        &w.url("api.example.test", "/"),
+    ])
+    .await;
     let rec = w.last();
     assert_eq!(rec.version, Version::HTTP_2, "upstream leg");
-    assert_eq!(
-        rec.header("authorization").as_deref(),
-        Some(&*format!("Bearer {API_SECRET}"))
-    );
+    assert_eq!(rec.header("authorization"), Some(bearer(API_SECRET)));
     // Client leg: the Rust client negotiates h2 with keyhole.
-    let tls = client::open(
-        w.keyhole.addr,
-        &format!("api.example.test:{}", w.upstream.port()),
-        Some("api.example.test"),
-        None,
-        &[w.keyhole.ca_der()],
-        &[b"h2"],
-    )
-    .await
-    .unwrap();
+    let tls = w.tunnel("api.example.test").h2().open(&w).await.unwrap();
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     let req = Request::get(w.url("api.example.test", "/h2"))
         .version(Version::HTTP_2)
         .header("authorization", format!("Bearer {API_PLACEHOLDER}"))
-        .body(Empty::<Bytes>::new())
-        .unwrap();
+        .empty();
     let (res, _) = client::send(tls, req).await.unwrap();
     assert_eq!(res.status(), 200);
-    assert_eq!(
-        w.last().header("authorization").as_deref(),
-        Some(&*format!("Bearer {API_SECRET}"))
-    );
+    assert_eq!(w.last().header("authorization"), Some(bearer(API_SECRET)));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn http1_upstream_behind_an_http2_client() {
-    let w = world(Alpn::H1, &[], &[]).await;
+    let w = world(Alpn::H1).start().await;
     let auth = format!("Authorization: Bearer {API_PLACEHOLDER}");
-    let (ok, _, err) = w
-        .curl(&["--http2", "-H", &auth, &w.url("api.example.test", "/")])
+    w.curl_ok(&["--http2", "-H", &auth, &w.url("api.example.test", "/")])
         .await;
-    assert!(ok, "{err}");
     let rec = w.last();
     assert_eq!(rec.version, Version::HTTP_11);
-    assert_eq!(
-        rec.header("authorization").as_deref(),
-        Some(&*format!("Bearer {API_SECRET}"))
-    );
+    assert_eq!(rec.header("authorization"), Some(bearer(API_SECRET)));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ipv4_target_gets_an_ip_certificate_and_its_secret() {
-    let w = world(Alpn::Both, &[], &[]).await;
+    let w = world(Alpn::Both).start().await;
     let ph = w.placeholder("IP_TOKEN").to_owned();
-    let (ok, _, err) = w
-        .curl(&["-H", &format!("X-Key: {ph}"), &w.url("127.0.0.1", "/ip")])
+    w.curl_ok(&["-H", &format!("X-Key: {ph}"), &w.url("127.0.0.1", "/ip")])
         .await;
-    assert!(ok, "{err}");
     assert_eq!(w.last().header("x-key").as_deref(), Some(IP_SECRET));
     // Another spelling of the same address goes to the same place.
-    let tls = client::open(
-        w.keyhole.addr,
-        &format!("2130706433:{}", w.upstream.port()),
-        None,
-        Some("127.0.0.1"),
-        &[w.keyhole.ca_der()],
-        &[b"http/1.1"],
-    )
-    .await
-    .unwrap();
     let req = Request::get("/ip2")
-        .header("host", format!("127.0.0.1:{}", w.upstream.port()))
+        .header("host", w.authority("127.0.0.1"))
         .header("x-key", &ph)
-        .body(Empty::<Bytes>::new())
+        .empty();
+    let (res, _) = Tunnel::to(format!("2130706433:{}", w.upstream().port()))
+        .no_sni("127.0.0.1")
+        .send(&w, req)
+        .await
         .unwrap();
-    let (res, _) = client::send(tls, req).await.unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(w.last().header("x-key").as_deref(), Some(IP_SECRET));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn fronting_is_refused_both_ways() {
-    let w = world(Alpn::Both, &[], &[]).await;
-    let port = w.upstream.port();
-    let before = w.upstream.received().len();
+    let w = world(Alpn::Both).start().await;
+    let port = w.upstream().port();
+    let before = w.upstream().received().len();
     // CONNECT to the allowed host, Host naming another: 421, nothing forwarded.
-    let tls = client::open(
-        w.keyhole.addr,
-        &format!("api.example.test:{port}"),
-        Some("api.example.test"),
-        None,
-        &[w.keyhole.ca_der()],
-        &[b"http/1.1"],
-    )
-    .await
-    .unwrap();
     let req = Request::get("/")
         .header("host", format!("evil.test:{port}"))
         .header("authorization", API_PLACEHOLDER)
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    let (res, body) = client::send(tls, req).await.unwrap();
+        .empty();
+    let (res, body) = w.tunnel("api.example.test").send(&w, req).await.unwrap();
     assert_eq!(res.status(), 421);
     assert!(res.headers()["proxy-status"]
         .to_str()
@@ -411,58 +280,40 @@ async fn fronting_is_refused_both_ways() {
         .starts_with("keyhole; error=http_request_denied"));
     assert!(body.contains("open a new tunnel"), "{body}");
     // Same over HTTP/2 with a differing :authority.
-    let tls = client::open(
-        w.keyhole.addr,
-        &format!("api.example.test:{port}"),
-        Some("api.example.test"),
-        None,
-        &[w.keyhole.ca_der()],
-        &[b"h2"],
-    )
-    .await
-    .unwrap();
     let req = Request::get(format!("https://evil.test:{port}/"))
         .version(Version::HTTP_2)
         .header("authorization", API_PLACEHOLDER)
-        .body(Empty::<Bytes>::new())
+        .empty();
+    let (res, _) = w
+        .tunnel("api.example.test")
+        .h2()
+        .send(&w, req)
+        .await
         .unwrap();
-    let (res, _) = client::send(tls, req).await.unwrap();
     assert_eq!(res.status(), 421);
     // Another port of the same host is another destination.
-    let tls = client::open(
-        w.keyhole.addr,
-        &format!("api.example.test:{port}"),
-        Some("api.example.test"),
-        None,
-        &[w.keyhole.ca_der()],
-        &[b"http/1.1"],
-    )
-    .await
-    .unwrap();
+    let tls = w.tunnel("api.example.test").open(&w).await.unwrap();
     let req = Request::get("/")
         .header("host", "api.example.test:1")
-        .body(Empty::<Bytes>::new())
-        .unwrap();
+        .empty();
     assert_eq!(client::send(tls, req).await.unwrap().0.status(), 421);
-    assert_eq!(w.upstream.received().len(), before, "nothing was forwarded");
+    assert_eq!(
+        w.upstream().received().len(),
+        before,
+        "nothing was forwarded"
+    );
     // CONNECT to a host no credential applies to, Host naming the allowed
     // one: keyhole tunnels to the CONNECT host, and the secret never appears.
-    let tls = client::open(
-        w.keyhole.addr,
-        &format!("evil.test:{port}"),
-        Some("evil.test"),
-        None,
-        std::slice::from_ref(&w.ca.cert_der),
-        &[b"http/1.1"],
-    )
-    .await
-    .unwrap();
     let req = Request::get("/")
         .header("host", format!("api.example.test:{port}"))
         .header("authorization", API_PLACEHOLDER)
-        .body(Empty::<Bytes>::new())
+        .empty();
+    let (res, _) = w
+        .tunnel("evil.test")
+        .trust(std::slice::from_ref(&w.ca.cert_der))
+        .send(&w, req)
+        .await
         .unwrap();
-    let (res, _) = client::send(tls, req).await.unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(
         w.last().header("authorization").as_deref(),
@@ -472,18 +323,13 @@ async fn fronting_is_refused_both_ways() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sni_must_name_the_connect_host() {
-    let w = world(Alpn::Both, &[], &[]).await;
-    let port = w.upstream.port();
-    for sni in [Some("other.test"), None] {
-        let err = client::open(
-            w.keyhole.addr,
-            &format!("api.example.test:{port}"),
-            sni,
-            Some("127.0.0.1"),
-            &[w.keyhole.ca_der()],
-            &[b"http/1.1"],
-        )
-        .await;
+    let w = world(Alpn::Both).start().await;
+    let tunnel = w.tunnel("api.example.test");
+    for (sni, wrong) in [
+        ("other.test", tunnel.clone().sni("other.test")),
+        ("none", tunnel.no_sni("127.0.0.1")),
+    ] {
+        let err = wrong.open(&w).await;
         assert!(err.is_err(), "SNI {sni:?} was accepted");
     }
     w.keyhole.wait_log("SNI");
@@ -491,60 +337,31 @@ async fn sni_must_name_the_connect_host() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tunnelled_hosts_show_their_real_certificate() {
-    let w = world(Alpn::Both, &[], &[]).await;
+    let w = world(Alpn::Both).start().await;
     // Trusting only the test CA: the handshake works, so this is the
     // upstream's own certificate, not one keyhole made.
-    let authority = format!("tunnel.test:{}", w.upstream.port());
-    let tls = client::open(
-        w.keyhole.addr,
-        &authority,
-        Some("tunnel.test"),
-        None,
-        std::slice::from_ref(&w.ca.cert_der),
-        &[b"http/1.1"],
-    )
-    .await
-    .unwrap();
+    let tunnel = w.tunnel("tunnel.test");
+    let tls = tunnel
+        .clone()
+        .trust(std::slice::from_ref(&w.ca.cert_der))
+        .open(&w)
+        .await
+        .unwrap();
     let chain = tls.get_ref().1.peer_certificates().unwrap();
     assert_ne!(chain[0].as_ref(), w.keyhole.ca_der().as_ref());
-    let keyhole_leaf = client::open(
-        w.keyhole.addr,
-        &authority,
-        Some("tunnel.test"),
-        None,
-        &[w.keyhole.ca_der()],
-        &[b"http/1.1"],
-    )
-    .await;
+    let keyhole_leaf = tunnel.open(&w).await;
     assert!(keyhole_leaf.is_err(), "a tunnelled host is not intercepted");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn untrusted_upstream_gets_502_and_nothing_is_sent() {
-    let ca = TestCa::new();
-    let upstream = tls_upstream(&ca, &NAMES, Alpn::Both).await;
     // No --upstream-ca: the test CA is not trusted.
-    let args = vec![
-        "--resolve".to_owned(),
-        format!("api.example.test:{}:127.0.0.1", upstream.port()),
-    ];
-    let keyhole = Keyhole::start(&config(), &args, &[]);
-    let tls = client::open(
-        keyhole.addr,
-        &format!("api.example.test:{}", upstream.port()),
-        Some("api.example.test"),
-        None,
-        &[keyhole.ca_der()],
-        &[b"http/1.1"],
-    )
-    .await
-    .unwrap();
+    let w = world(Alpn::Both).untrusted_upstream().start().await;
     let req = Request::get("/")
-        .header("host", format!("api.example.test:{}", upstream.port()))
+        .header("host", w.authority("api.example.test"))
         .header("authorization", API_PLACEHOLDER)
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    let (res, body) = client::send(tls, req).await.unwrap();
+        .empty();
+    let (res, body) = w.tunnel("api.example.test").send(&w, req).await.unwrap();
     assert_eq!(res.status(), 502);
     let status = res.headers()["proxy-status"].to_str().unwrap();
     assert!(
@@ -555,12 +372,12 @@ async fn untrusted_upstream_gets_502_and_nothing_is_sent() {
         body.contains("api.example.test") && body.contains("nothing was sent"),
         "{body}"
     );
-    assert!(upstream.received().is_empty());
+    assert!(w.upstream().received().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn egress_denied_gets_403_before_anything_else() {
-    let w = world(Alpn::Both, &[], &[]).await;
+    let w = world(Alpn::Both).start().await;
     let (ok, _, err) = w.curl(&["-f", "https://denied.test/"]).await;
     assert!(!ok);
     assert!(err.contains("403"), "{err}");
@@ -577,43 +394,26 @@ async fn egress_denied_gets_403_before_anything_else() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn plaintext_http_is_forwarded_but_never_substituted() {
-    let plain = plain_upstream().await;
-    let w = world(
-        Alpn::Both,
-        &[
-            "--resolve",
-            &format!("api.example.test:{}:127.0.0.1", plain.port()),
-        ],
-        &[],
-    )
+    let w = world(Alpn::Both).plain(&["api.example.test"]).start().await;
+    let url = format!("http://api.example.test:{}/plain", w.plain().port());
+    w.curl_ok(&[
+        "-H",
+        &format!("Authorization: Bearer {API_PLACEHOLDER}"),
+        &url,
+    ])
     .await;
-    let url = format!("http://api.example.test:{}/plain", plain.port());
-    let (ok, _, err) = w
-        .curl(&[
-            "-H",
-            &format!("Authorization: Bearer {API_PLACEHOLDER}"),
-            &url,
-        ])
-        .await;
-    assert!(ok, "{err}");
-    let rec = plain.received().pop().unwrap();
-    assert_eq!(
-        rec.header("authorization").as_deref(),
-        Some(&*format!("Bearer {API_PLACEHOLDER}"))
-    );
+    let rec = w.plain().received().pop().unwrap();
+    assert_eq!(rec.header("authorization"), Some(bearer(API_PLACEHOLDER)));
     w.keyhole.wait_log("plain http:// never carries a secret");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn non_tls_bytes_in_an_intercepted_tunnel_are_refused() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let w = world(Alpn::Both, &[], &[]).await;
-    let mut tcp = client::connect(
-        w.keyhole.addr,
-        &format!("api.example.test:{}", w.upstream.port()),
-    )
-    .await
-    .unwrap();
+    let w = world(Alpn::Both).start().await;
+    let mut tcp = client::connect(w.keyhole.addr, &w.authority("api.example.test"))
+        .await
+        .unwrap();
     tcp.write_all(
         format!(
             "GET / HTTP/1.1\r\nHost: api.example.test\r\nAuthorization: {API_PLACEHOLDER}\r\n\r\n"
@@ -626,27 +426,17 @@ async fn non_tls_bytes_in_an_intercepted_tunnel_are_refused() {
     tcp.read_to_string(&mut out).await.unwrap();
     assert!(out.starts_with("HTTP/1.1 400"), "{out}");
     assert!(out.contains("error=tls_protocol_error"), "{out}");
-    assert!(w.upstream.received().is_empty());
+    assert!(w.upstream().received().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_lets_requests_in_flight_finish_and_exits_zero() {
-    let mut w = world(Alpn::Both, &[], &[]).await;
-    let url = w.url("api.example.test", "/slow");
-    let proxy = w.keyhole.url();
-    let bundle = w.bundle.clone();
-    let slow = tokio::spawn(async move {
-        tokio::process::Command::new("curl")
-            .args(["-sS", "--max-time", "20", "--proxy", &proxy, "--cacert"])
-            .arg(&bundle)
-            .arg(&url)
-            .output()
-            .await
-            .unwrap()
-    });
+    let mut w = world(Alpn::Both).start().await;
+    let mut curl = w.curl_command(&[&w.url("api.example.test", "/slow")]);
+    let slow = tokio::spawn(async move { curl.output().await.unwrap() });
     // Let the request reach the upstream, which holds it for 1.5 s.
     for _ in 0..100 {
-        if !w.upstream.received().is_empty() {
+        if !w.upstream().received().is_empty() {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -669,7 +459,7 @@ async fn sigterm_lets_requests_in_flight_finish_and_exits_zero() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn trace_logs_hold_no_secret() {
-    let w = world(Alpn::Both, &[], &[("RUST_LOG", "trace")]).await;
+    let w = world(Alpn::Both).var("RUST_LOG", "trace").start().await;
     let wild = w.placeholder("WILD_TOKEN").to_owned();
     let ip = w.placeholder("IP_TOKEN").to_owned();
     w.curl(&[
@@ -710,7 +500,7 @@ async fn trace_logs_hold_no_secret() {
         &w.url("other.test", "/d"),
     ])
     .await;
-    let received = w.upstream.received();
+    let received = w.upstream().received();
     assert!(
         received
             .iter()
@@ -742,13 +532,14 @@ async fn unreachable_upstreams_get_502_with_the_error_type() {
         .local_addr()
         .unwrap()
         .port();
-    let args: Vec<String> = ["api.example.test", "tunnel.test"]
-        .iter()
-        .flat_map(|h| ["--resolve".to_owned(), format!("{h}:{closed}:127.0.0.1")])
-        .collect();
-    let keyhole = Keyhole::start(&config(), &args, &[]);
+    let w = World::builder()
+        .config(config())
+        .resolve("api.example.test", closed)
+        .resolve("tunnel.test", closed)
+        .start()
+        .await;
     // Tunnelled host: keyhole dials before answering the CONNECT.
-    let res = client::connect(keyhole.addr, &format!("tunnel.test:{closed}"))
+    let res = client::connect(w.keyhole.addr, &format!("tunnel.test:{closed}"))
         .await
         .unwrap_err();
     assert!(res.starts_with("HTTP/1.1 502"), "{res}");
@@ -757,21 +548,13 @@ async fn unreachable_upstreams_get_502_with_the_error_type() {
         "{res}"
     );
     // Intercepted host: the request gets the 502.
-    let tls = client::open(
-        keyhole.addr,
-        &format!("api.example.test:{closed}"),
-        Some("api.example.test"),
-        None,
-        &[keyhole.ca_der()],
-        &[b"http/1.1"],
-    )
-    .await
-    .unwrap();
     let req = Request::get("/")
         .header("host", format!("api.example.test:{closed}"))
-        .body(Empty::<Bytes>::new())
+        .empty();
+    let (res, body) = Tunnel::to(format!("api.example.test:{closed}"))
+        .send(&w, req)
+        .await
         .unwrap();
-    let (res, body) = client::send(tls, req).await.unwrap();
     assert_eq!(res.status(), 502);
     assert_eq!(
         res.headers()["proxy-status"],
@@ -779,7 +562,7 @@ async fn unreachable_upstreams_get_502_with_the_error_type() {
     );
     assert!(body.contains("refused the connection"), "{body}");
     // A name that does not resolve.
-    let res = client::connect(keyhole.addr, "tunnel.test:1")
+    let res = client::connect(w.keyhole.addr, "tunnel.test:1")
         .await
         .unwrap_err();
     assert!(
@@ -790,12 +573,13 @@ async fn unreachable_upstreams_get_502_with_the_error_type() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn json_logs_have_one_line_per_request() {
-    let w = world(Alpn::Both, &["--log-format", "json"], &[]).await;
-    let auth = format!("Authorization: Bearer {API_PLACEHOLDER}");
-    let (ok, _, err) = w
-        .curl(&["-H", &auth, &w.url("api.example.test", "/json?secret=q")])
+    let w = world(Alpn::Both)
+        .args(&["--log-format", "json"])
+        .start()
         .await;
-    assert!(ok, "{err}");
+    let auth = format!("Authorization: Bearer {API_PLACEHOLDER}");
+    w.curl_ok(&["-H", &auth, &w.url("api.example.test", "/json?secret=q")])
+        .await;
     let log = w.keyhole.wait_log("\"message\":\"request\"");
     let lines: Vec<serde_json::Value> = log
         .lines()
@@ -815,9 +599,13 @@ async fn json_logs_have_one_line_per_request() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_slow_upstream_gets_504() {
-    let w = world(Alpn::Both, &["--response-header-timeout", "0.3"], &[]).await;
-    let (ok, out, err) = w.curl(&["-i", &w.url("api.example.test", "/slow")]).await;
-    assert!(ok, "{err}");
+    let w = world(Alpn::Both)
+        .args(&["--response-header-timeout", "0.3"])
+        .start()
+        .await;
+    let out = w
+        .curl_ok(&["-i", &w.url("api.example.test", "/slow")])
+        .await;
     assert!(
         out.contains("HTTP/2 504") || out.contains("HTTP/1.1 504"),
         "{out}"
@@ -830,20 +618,18 @@ async fn a_slow_upstream_gets_504() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn upstream_connections_are_pooled_across_clients() {
-    let w = world(Alpn::Both, &[], &[]).await;
+    let w = world(Alpn::Both).start().await;
     for _ in 0..3 {
-        let (ok, _, err) = w
-            .curl(&[
-                "-H",
-                &format!("Authorization: Bearer {API_PLACEHOLDER}"),
-                &w.url("api.example.test", "/pool"),
-            ])
-            .await;
-        assert!(ok, "{err}");
+        w.curl_ok(&[
+            "-H",
+            &format!("Authorization: Bearer {API_PLACEHOLDER}"),
+            &w.url("api.example.test", "/pool"),
+        ])
+        .await;
     }
-    assert_eq!(w.upstream.received().len(), 3);
+    assert_eq!(w.upstream().received().len(), 3);
     assert_eq!(
-        w.upstream.connections(),
+        w.upstream().connections(),
         1,
         "three client connections, one upstream connection"
     );
@@ -852,25 +638,10 @@ async fn upstream_connections_are_pooled_across_clients() {
 #[tokio::test(flavor = "multi_thread")]
 async fn websocket_upgrade_is_relayed_with_substituted_headers() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let w = world(Alpn::Both, &[], &[]).await;
-    let authority = format!("api.example.test:{}", w.upstream.port());
-    let tls = client::open(
-        w.keyhole.addr,
-        &authority,
-        Some("api.example.test"),
-        None,
-        &[w.keyhole.ca_der()],
-        &[b"http/1.1"],
-    )
-    .await
-    .unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-            .await
-            .unwrap();
-    tokio::spawn(async move {
-        let _ = conn.with_upgrades().await;
-    });
+    let w = world(Alpn::Both).start().await;
+    let authority = w.authority("api.example.test");
+    let tls = w.tunnel("api.example.test").open(&w).await.unwrap();
+    let (mut sender, _) = client::http1(tls).await.unwrap();
     let req = Request::get("/ws")
         .header("host", &authority)
         .header("connection", "Upgrade")
@@ -878,16 +649,12 @@ async fn websocket_upgrade_is_relayed_with_substituted_headers() {
         .header("sec-websocket-version", "13")
         .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
         .header("authorization", format!("Bearer {API_PLACEHOLDER}"))
-        .body(Empty::<Bytes>::new())
-        .unwrap();
+        .empty();
     let res = sender.send_request(req).await.unwrap();
     assert_eq!(res.status(), 101);
     let rec = w.last();
     assert_eq!(rec.version, Version::HTTP_11);
-    assert_eq!(
-        rec.header("authorization").as_deref(),
-        Some(&*format!("Bearer {API_SECRET}"))
-    );
+    assert_eq!(rec.header("authorization"), Some(bearer(API_SECRET)));
     assert_eq!(rec.header("upgrade").as_deref(), Some("websocket"));
     // Frames (here raw bytes) pass both ways unchanged, placeholders included.
     let mut io = hyper_util::rt::TokioIo::new(hyper::upgrade::on(res).await.unwrap());
@@ -898,24 +665,13 @@ async fn websocket_upgrade_is_relayed_with_substituted_headers() {
     assert_eq!(back, frame.as_bytes());
 
     // h2c (or any other upgrade) is refused.
-    let tls = client::open(
-        w.keyhole.addr,
-        &authority,
-        Some("api.example.test"),
-        None,
-        &[w.keyhole.ca_der()],
-        &[b"http/1.1"],
-    )
-    .await
-    .unwrap();
     let req = Request::get("/")
         .header("host", &authority)
         .header("connection", "Upgrade, HTTP2-Settings")
         .header("upgrade", "h2c")
         .header("http2-settings", "AAMAAABkAARAAAAAAAIAAAAA")
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    let (res, body) = client::send(tls, req).await.unwrap();
+        .empty();
+    let (res, body) = w.tunnel("api.example.test").send(&w, req).await.unwrap();
     assert_eq!(res.status(), 400, "{body}");
 }
 
@@ -930,17 +686,8 @@ async fn post_chunks(
     alpn: &[u8],
 ) -> (http::StatusCode, http::HeaderMap, Vec<u8>) {
     use http_body_util::BodyExt;
-    let authority = format!("{host}:{}", w.upstream.port());
-    let tls = client::open(
-        w.keyhole.addr,
-        &authority,
-        Some(host),
-        None,
-        &[w.keyhole.ca_der()],
-        &[alpn],
-    )
-    .await
-    .unwrap();
+    let authority = w.authority(host);
+    let tls = w.tunnel(host).alpn(alpn).open(w).await.unwrap();
     let body = Chunks(chunks.into_iter().map(Bytes::from).collect());
     let mut req = Request::post(format!("https://{authority}{path}")).header("host", &authority);
     if alpn == b"h2" {
@@ -950,18 +697,12 @@ async fn post_chunks(
         req = req.header(*k, *v);
     }
     let req = req.body(body).unwrap();
-    let io = hyper_util::rt::TokioIo::new(tls);
     let res = if alpn == b"h2" {
-        let (mut s, c) =
-            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
-                .await
-                .unwrap();
-        tokio::spawn(c);
-        s.send_request(req).await.unwrap()
+        let (mut sender, _) = client::http2(tls).await.unwrap();
+        sender.send_request(req).await.unwrap()
     } else {
-        let (mut s, c) = hyper::client::conn::http1::handshake(io).await.unwrap();
-        tokio::spawn(c);
-        s.send_request(req).await.unwrap()
+        let (mut sender, _) = client::http1(tls).await.unwrap();
+        sender.send_request(req).await.unwrap()
     };
     let (parts, body) = res.into_parts();
     (
@@ -974,7 +715,7 @@ async fn post_chunks(
 #[tokio::test(flavor = "multi_thread")]
 async fn body_placeholders_split_anywhere_are_substituted_and_reflections_scrubbed() {
     for alpn in [&b"http/1.1"[..], &b"h2"[..]] {
-        let w = world(Alpn::Both, &[], &[]).await;
+        let w = world(Alpn::Both).start().await;
         let ph = w.placeholder("WILD_TOKEN").to_owned();
         let text = format!(
             "{{\"token\": \"{ph}\", \"again\": \"{ph}\", \"other\": \"{API_PLACEHOLDER}\"}}"
@@ -1023,11 +764,11 @@ async fn body_placeholders_split_anywhere_are_substituted_and_reflections_scrubb
 #[tokio::test(flavor = "multi_thread")]
 async fn reflected_secrets_never_reach_the_client() {
     for alpn in [Alpn::H1, Alpn::H2] {
-        let w = world(alpn, &[], &[]).await;
+        let w = world(alpn).start().await;
         // Headers reflected in a JSON body (Content-Length framed upstream).
         let auth = format!("Authorization: Bearer {API_PLACEHOLDER}");
-        let (ok, body, err) = w
-            .curl(&[
+        let body = w
+            .curl_ok(&[
                 "-H",
                 &auth,
                 "-H",
@@ -1035,7 +776,6 @@ async fn reflected_secrets_never_reach_the_client() {
                 &w.url("api.example.test", "/reflect"),
             ])
             .await;
-        assert!(ok, "{err}");
         assert!(
             w.last().all_text().contains(API_SECRET),
             "the upstream got the secret"
@@ -1043,15 +783,14 @@ async fn reflected_secrets_never_reach_the_client() {
         assert!(!body.contains(API_SECRET), "{body}");
         assert!(body.contains(API_PLACEHOLDER), "{body}");
         // Reflected in a response header.
-        let (ok, out, err) = w
-            .curl(&[
+        let out = w
+            .curl_ok(&[
                 "-i",
                 "-H",
                 &auth,
                 &w.url("api.example.test", "/reflect-header"),
             ])
             .await;
-        assert!(ok, "{err}");
         assert!(!out.contains(API_SECRET), "{out}");
         assert!(
             out.to_lowercase().contains(&format!(
@@ -1065,7 +804,7 @@ async fn reflected_secrets_never_reach_the_client() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn encoded_bodies_are_never_altered_and_compressed_answers_refused_after_a_secret() {
-    let w = world(Alpn::Both, &[], &[]).await;
+    let w = world(Alpn::Both).start().await;
     let ph = w.placeholder("WILD_TOKEN").to_owned();
     // A "gzip" request body holding a placeholder arrives byte for byte.
     let payload: Vec<u8> = [
@@ -1091,28 +830,26 @@ async fn encoded_bodies_are_never_altered_and_compressed_answers_refused_after_a
     );
     assert_eq!(body, payload, "and echoed it back untouched");
     // An upstream that answers gzip after keyhole sent a secret: 502.
-    let (ok, out, err) = w
-        .curl(&[
+    let out = w
+        .curl_ok(&[
             "-i",
             "-H",
             &format!("Authorization: Bearer {ph}"),
             &w.url("x.wild.example.test", "/gzip"),
         ])
         .await;
-    assert!(ok, "{err}");
     assert!(out.contains("502"), "{out}");
     assert!(out.contains("error=http_response_content_coding"), "{out}");
     // Without a secret sent, an encoded answer passes.
-    let (ok, out, err) = w
-        .curl(&["-i", &w.url("x.wild.example.test", "/gzip")])
+    let out = w
+        .curl_ok(&["-i", &w.url("x.wild.example.test", "/gzip")])
         .await;
-    assert!(ok, "{err}");
     assert!(out.contains("content-encoding: gzip"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn body_placeholders_pass_where_only_headers_are_enabled() {
-    let w = world(Alpn::Both, &[], &[]).await;
+    let w = world(Alpn::Both).start().await;
     let text = format!("transcript mentions {API_PLACEHOLDER} in passing");
     let (status, _, body) = post_chunks(
         &w,
@@ -1129,12 +866,12 @@ async fn body_placeholders_pass_where_only_headers_are_enabled() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn chunked_reflections_are_scrubbed_across_frames() {
-    let w = world(Alpn::H1, &[], &[]).await;
+    let w = world(Alpn::H1).start().await;
     let auth = format!("Authorization: Bearer {API_PLACEHOLDER}");
     // The upstream reflects the headers as JSON in 7-byte chunks: every
     // secret straddles several frames.
-    let (ok, out, err) = w
-        .curl(&[
+    let out = w
+        .curl_ok(&[
             "-i",
             "-H",
             &auth,
@@ -1143,7 +880,6 @@ async fn chunked_reflections_are_scrubbed_across_frames() {
             &w.url("api.example.test", "/chunked"),
         ])
         .await;
-    assert!(ok, "{err}");
     assert!(w.last().all_text().contains(API_SECRET));
     assert!(!out.contains(API_SECRET), "{out}");
     assert_eq!(out.matches(API_PLACEHOLDER).count(), 3, "{out}");
@@ -1176,7 +912,7 @@ async fn a_256_mib_body_crosses_with_bounded_memory() {
     use http_body_util::BodyExt;
     const CHUNK: usize = 64 * 1024;
     const FRAMES: usize = 4096; // 256 MiB
-    let w = world(Alpn::H1, &[], &[]).await;
+    let w = world(Alpn::H1).start().await;
     let ph = w.placeholder("WILD_TOKEN").to_owned();
     // Each chunk holds a placeholder that straddles into the next chunk,
     // and one inside it.
@@ -1185,22 +921,9 @@ async fn a_256_mib_body_crosses_with_bounded_memory() {
     let tail = &ph.as_bytes()[..10];
     chunk[CHUNK - 10..].copy_from_slice(tail);
     chunk[..ph.len() - 10].copy_from_slice(&ph.as_bytes()[10..]);
-    let authority = format!("x.wild.example.test:{}", w.upstream.port());
-    let tls = client::open(
-        w.keyhole.addr,
-        &authority,
-        Some("x.wild.example.test"),
-        None,
-        &[w.keyhole.ca_der()],
-        &[b"http/1.1"],
-    )
-    .await
-    .unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let authority = w.authority("x.wild.example.test");
+    let tls = w.tunnel("x.wild.example.test").open(&w).await.unwrap();
+    let (mut sender, _) = client::http1(tls).await.unwrap();
     let req = Request::post("/discard")
         .header("host", &authority)
         .body(Generated {
@@ -1227,13 +950,13 @@ async fn a_256_mib_body_crosses_with_bounded_memory() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn expect_100_continue_keeps_working() {
-    let w = world(Alpn::Both, &[], &[]).await;
+    let w = world(Alpn::Both).start().await;
     let ph = w.placeholder("WILD_TOKEN").to_owned();
     let body = format!("{}{ph}{}", "x".repeat(300_000), "y".repeat(300_000));
     let file = w.keyhole.write("upload.bin", &body);
     for http in ["--http1.1", "--http2"] {
-        let (ok, out, err) = w
-            .curl(&[
+        let out = w
+            .curl_ok(&[
                 http,
                 "-H",
                 "Expect: 100-continue",
@@ -1246,7 +969,6 @@ async fn expect_100_continue_keeps_working() {
                 &w.url("x.wild.example.test", "/discard"),
             ])
             .await;
-        assert!(ok, "{err}");
         assert_eq!(out, "200", "{http}");
     }
 }
@@ -1255,25 +977,21 @@ async fn expect_100_continue_keeps_working() {
 async fn a_name_that_resolves_to_an_allowed_ip_gets_no_secret() {
     // vcrd_ip allows 127.0.0.1; evil.test resolves to 127.0.0.1. Entries
     // match names as names: the IP credential never applies to evil.test.
-    let w = world(Alpn::Both, &[], &[]).await;
+    let w = world(Alpn::Both).start().await;
     let ph = w.placeholder("IP_TOKEN").to_owned();
-    let (ok, _, err) = w
-        .curl(&[
-            "-H",
-            &format!("X-Key: {ph}"),
-            &w.url("evil.test", "/by-name"),
-        ])
-        .await;
-    assert!(ok, "{err}");
+    w.curl_ok(&[
+        "-H",
+        &format!("X-Key: {ph}"),
+        &w.url("evil.test", "/by-name"),
+    ])
+    .await;
     let last = w.last();
     assert_eq!(last.path, "/by-name");
     assert_eq!(last.header("x-key").as_deref(), Some(ph.as_str()));
     assert!(!last.all_text().contains(IP_SECRET));
     // The same address by its own spelling does get it.
-    let (ok, _, err) = w
-        .curl(&["-H", &format!("X-Key: {ph}"), &w.url("127.0.0.1", "/by-ip")])
+    w.curl_ok(&["-H", &format!("X-Key: {ph}"), &w.url("127.0.0.1", "/by-ip")])
         .await;
-    assert!(ok, "{err}");
     assert_eq!(w.last().header("x-key").as_deref(), Some(IP_SECRET));
 }
 
@@ -1332,8 +1050,8 @@ async fn answer_to_hello(w: &World, authority: &str, sni: &str) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_ip_address_as_sni_is_refused_for_a_named_target() {
-    let w = world(Alpn::Both, &[], &[]).await;
-    let port = w.upstream.port();
+    let w = world(Alpn::Both).start().await;
+    let port = w.upstream().port();
     // The same hello with the target's own name gets a ServerHello (a
     // handshake record), so the hand-made hello is sound.
     let named = answer_to_hello(&w, &format!("api.example.test:{port}"), "api.example.test").await;

@@ -3,14 +3,14 @@
 
 use serde_json::json;
 
-use super::api::assert_error;
-use super::world::{self, World, OLD_SECRET, TOKEN};
+use super::support::admin::assert_error;
+use super::world::{self, OLD_SECRET, TOKEN};
 use super::{env_auth, support, CREDS};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn errors_use_the_api_envelope() {
-    let w = World::new().await;
-    let api = &w.api;
+    let w = world::start().await;
+    let api = w.api();
     // Authentication: none, wrong, and both accepted forms.
     let health = api.send("GET", "/healthz", &[], None).await;
     assert_eq!((health.status, health.text.as_str()), (200, "ok\n"));
@@ -125,16 +125,16 @@ async fn errors_use_the_api_envelope() {
     let message = r.json["error"]["message"].as_str().unwrap();
     assert!(message.contains("auth.secret_name: "), "{message}");
     // Nothing was written by the refused calls.
-    assert_eq!(w.file()["credentials"].as_array().unwrap().len(), 1);
+    assert_eq!(world::file(&w)["credentials"].as_array().unwrap().len(), 1);
     assert!(!w.keyhole.log().contains(OLD_SECRET));
 }
 
 #[test]
 fn admin_without_a_token_is_refused_at_start() {
     let ws = support::Workspace::new();
-    let config = ws.file("config.json", &world::config());
+    let config = ws.file("config.json", &world::config().json());
     let config = config.to_str().unwrap();
-    let run = support::keyhole(&[
+    let admin = [
         "run",
         "--config",
         config,
@@ -142,7 +142,8 @@ fn admin_without_a_token_is_refused_at_start() {
         "127.0.0.1:0",
         "--admin",
         "127.0.0.1:0",
-    ]);
+    ];
+    let run = support::keyhole(&admin);
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(
         run.stderr.contains("--admin needs --admin-token-file"),
@@ -150,25 +151,16 @@ fn admin_without_a_token_is_refused_at_start() {
         run.stderr
     );
     let empty = ws.file("empty.token", "\n");
-    let run = support::keyhole(&[
-        "run",
-        "--config",
-        config,
-        "--listen",
-        "127.0.0.1:0",
-        "--admin",
-        "127.0.0.1:0",
-        "--admin-token-file",
-        empty.to_str().unwrap(),
-    ]);
+    let with_empty_token = [&admin[..], &["--admin-token-file", empty.to_str().unwrap()]];
+    let run = support::keyhole(&with_empty_token.concat());
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(run.stderr.contains("is empty"), "{}", run.stderr);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn no_response_holds_a_secret() {
-    let w = World::new().await;
-    let api = &w.api;
+    let w = world::start().await;
+    let api = w.api();
     let secrets = [
         "sek_bearer_1a",
         "sek_access_2b",

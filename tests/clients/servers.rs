@@ -1,5 +1,6 @@
 //! The local servers the client matrix talks to through keyhole, each a TLS
-//! server on 127.0.0.1:0 certified by the test CA, that demands HTTP Basic
+//! server on 127.0.0.1:0 certified by the test CA (served as every test
+//! server is, by [`serve_tls`]), that demands HTTP Basic
 //! auth with the real secret and records every request it gets:
 //!
 //! - [`git_server`]: `git http-backend` (CGI) over a folder of bare
@@ -16,14 +17,11 @@ use base64::Engine;
 use bytes::Bytes;
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
 
-use crate::support::upstream::TestCa;
+use crate::support::upstream::{serve_tls, tls_acceptor, whole_body, Alpn, TestCa};
 
 /// One request as the server received it.
 #[derive(Debug, Clone)]
@@ -57,6 +55,16 @@ pub struct Basic {
     pub user: Option<String>,
     /// The password required.
     pub password: String,
+}
+
+impl Basic {
+    /// HTTP Basic with exactly this user and password.
+    pub fn new(user: &str, password: &str) -> Basic {
+        Basic {
+            user: Some(user.to_owned()),
+            password: password.to_owned(),
+        }
+    }
 }
 
 /// A running server.
@@ -140,52 +148,16 @@ pub async fn package_index(
 }
 
 async fn serve(ca: &TestCa, name: &str, auth: Basic, app: App) -> Server {
-    let (chain, key) = ca.leaf(&[name]);
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .expect("server config");
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
     let seen = Arc::new(Mutex::new(Vec::new()));
     let state = Arc::new((auth, app, seen.clone()));
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                return;
-            };
-            let acceptor = acceptor.clone();
-            let state = state.clone();
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                let svc = service_fn(move |req| {
-                    let state = state.clone();
-                    async move {
-                        let (auth, app, seen) = &*state;
-                        Ok::<_, std::convert::Infallible>(handle(auth, app, seen, req).await)
-                    }
-                });
-                let io = TokioIo::new(tls);
-                if h2 {
-                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                        .serve_connection(io, svc)
-                        .await;
-                } else {
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(io, svc)
-                        .await;
-                }
-            });
+    let (addr, _) = serve_tls(tls_acceptor(ca, &[name], Alpn::Both), move |req| {
+        let state = state.clone();
+        async move {
+            let (auth, app, seen) = &*state;
+            Ok::<_, std::convert::Infallible>(handle(auth, app, seen, req).await)
         }
-    });
+    })
+    .await;
     Server { addr, seen }
 }
 
@@ -218,11 +190,7 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let body = whole_body(body).await;
     let basic = basic_credentials(&parts);
     let authorized = basic.as_ref().is_some_and(|(user, password)| {
         *password == auth.password && auth.user.as_ref().is_none_or(|u| u == user)

@@ -1,5 +1,12 @@
-//! Shared helpers for the integration tests: running the `keyhole` binary
-//! on config files written to a temporary folder.
+//! Shared helpers for the integration tests.
+//!
+//! - [`world`]: a test CA, upstreams and keyhole in front of them, built in
+//!   one expression ([`world::World::builder`]); most tests start there.
+//! - [`config`]: config files built in code.
+//! - [`client`]: a Rust client through CONNECT ([`client::Tunnel`]).
+//! - [`upstream`], [`scripted`]: the recording and the scripted test servers.
+//! - [`proxy`]: the `keyhole run` process; [`admin`]: its admin API.
+//! - Here: running the `keyhole` binary once on files in a [`Workspace`].
 
 #![allow(dead_code)]
 
@@ -42,6 +49,29 @@ impl Workspace {
     }
 }
 
+impl From<Output> for Run {
+    /// A finished process's exit code (-1 if a signal ended it) and output.
+    fn from(out: Output) -> Run {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+/// Runs `cmd` to its end; it must succeed (else the failure names `what`
+/// and shows its stderr). Returns its stdout.
+pub fn stdout_of(cmd: &mut Command, what: &str) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Runs `keyhole ARGS...`.
 pub fn keyhole(args: &[&str]) -> Run {
     keyhole_env(args, &[])
@@ -54,16 +84,7 @@ pub fn keyhole_env(args: &[&str], env: &[(&str, &str)]) -> Run {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = cmd.output().expect("run keyhole");
-    Run {
-        code: status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&stderr).into_owned(),
-    }
+    Run::from(cmd.output().expect("run keyhole"))
 }
 
 /// A config with one `environment_variable` credential whose `auth` object
@@ -75,6 +96,10 @@ pub fn one_credential(auth: &str) -> String {
     )
 }
 
+pub mod admin;
 pub mod client;
+pub mod config;
 pub mod proxy;
+pub mod scripted;
 pub mod upstream;
+pub mod world;

@@ -1,5 +1,6 @@
 //! Runs the real `keyhole` binary as a proxy for a test.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -193,6 +194,21 @@ impl Keyhole {
         self._dir.path().join("config.json")
     }
 
+    /// What `keyhole env --format json` prints for this proxy's address,
+    /// config and state: the proxy and CA variables, and a placeholder
+    /// per credential.
+    pub fn env(&self) -> HashMap<String, String> {
+        let mut env = Command::new(env!("CARGO_BIN_EXE_keyhole"));
+        env.args(["env", "--format", "json", "--listen"])
+            .arg(self.addr.to_string())
+            .arg("--config")
+            .arg(self.config_path())
+            .arg("--state-dir")
+            .arg(&self.state_dir);
+        let json = super::stdout_of(&mut env, "keyhole env");
+        serde_json::from_str(&json).expect("keyhole env prints JSON")
+    }
+
     /// Writes a file in the test's folder.
     pub fn write(&self, name: &str, text: &str) -> PathBuf {
         let p = self
@@ -216,6 +232,12 @@ fn wait_timeout(child: &mut Child, limit: Duration) -> Option<i32> {
     let _ = child.kill();
     let _ = child.wait();
     None
+}
+
+impl AsRef<Keyhole> for Keyhole {
+    fn as_ref(&self) -> &Keyhole {
+        self
+    }
 }
 
 impl Drop for Keyhole {

@@ -2,7 +2,10 @@
 //! CA made with rcgen here, or plain HTTP. They record every request they
 //! receive and reflect its headers in a JSON body, as some real APIs do.
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,7 +19,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 /// A CA for test upstreams (not keyhole's CA).
 pub struct TestCa {
@@ -141,7 +144,7 @@ pub struct Upstream {
     /// What it received.
     pub requests: Arc<Mutex<Vec<Recorded>>>,
     /// How many connections it accepted.
-    pub accepted: Arc<std::sync::atomic::AtomicUsize>,
+    pub accepted: Arc<AtomicUsize>,
 }
 
 impl Upstream {
@@ -150,9 +153,14 @@ impl Upstream {
         self.requests.lock().expect("lock").clone()
     }
 
+    /// Forgets the requests received so far.
+    pub fn clear(&self) {
+        self.requests.lock().expect("lock").clear();
+    }
+
     /// How many connections it accepted.
     pub fn connections(&self) -> usize {
-        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+        self.accepted.load(Ordering::SeqCst)
     }
 
     /// The port.
@@ -162,14 +170,14 @@ impl Upstream {
 }
 
 /// The test upstream's response body.
-pub type TestBody = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+pub type TestBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
 /// A body sent as separate frames, one per chunk (HTTP/1.1: chunked).
 pub struct Chunks(pub std::collections::VecDeque<Bytes>);
 
 impl hyper::body::Body for Chunks {
     type Data = Bytes;
-    type Error = std::convert::Infallible;
+    type Error = Infallible;
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
         _: &mut std::task::Context<'_>,
@@ -178,12 +186,20 @@ impl hyper::body::Body for Chunks {
     }
 }
 
+/// Every byte of `body` (what came before an error, if one cut it).
+pub async fn whole_body<B: hyper::body::Body>(body: B) -> Bytes {
+    body.collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default()
+}
+
 /// `/discard...` counts the body without keeping it; `/chunked...` sends
 /// its answer in 7-byte frames with no length; the rest see [`respond_full`].
 async fn respond(
     requests: Arc<Mutex<Vec<Recorded>>>,
     req: Request<Incoming>,
-) -> Result<Response<TestBody>, std::convert::Infallible> {
+) -> Result<Response<TestBody>, Infallible> {
     let path = req.uri().path().to_owned();
     if path.starts_with("/discard") {
         let mut body = req.into_body();
@@ -198,11 +214,7 @@ async fn respond(
     let res = respond_full(requests, req).await?;
     if path.starts_with("/chunked") {
         let (parts, body) = res.into_parts();
-        let bytes = body
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
+        let bytes = whole_body(body).await;
         let chunks = bytes.chunks(7).map(Bytes::copy_from_slice).collect();
         return Ok(Response::from_parts(parts, Chunks(chunks).boxed()));
     }
@@ -212,7 +224,7 @@ async fn respond(
 async fn respond_full(
     requests: Arc<Mutex<Vec<Recorded>>>,
     mut req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let websocket = req
         .headers()
         .get("upgrade")
@@ -274,12 +286,7 @@ async fn respond_full(
             .body(Full::new(Bytes::new()))
             .expect("response"));
     }
-    let received = req
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let received = whole_body(req.into_body()).await;
     if let Some(last) = requests.lock().expect("lock").last_mut() {
         last.body = received.to_vec();
     }
@@ -319,8 +326,9 @@ async fn respond_full(
         .expect("response"))
 }
 
-/// A TLS upstream for `names` with the given ALPN.
-pub async fn tls_upstream(ca: &TestCa, names: &[&str], alpn: Alpn) -> Upstream {
+/// A TLS acceptor for `names` (a leaf from `ca`) offering `alpn`: what
+/// every TLS server of the tests (upstreams, scripts, client servers) uses.
+pub fn tls_acceptor(ca: &TestCa, names: &[&str], alpn: Alpn) -> tokio_rustls::TlsAcceptor {
     let (chain, key) = ca.leaf(names);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
@@ -334,41 +342,78 @@ pub async fn tls_upstream(ca: &TestCa, names: &[&str], alpn: Alpn) -> Upstream {
         Alpn::H2 => vec![b"h2".to_vec()],
         Alpn::Both => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
     };
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+/// Listens on 127.0.0.1:0 and calls `on_accept` for every connection (in
+/// the accept loop, so its synchronous part runs in order), running the
+/// future it returns on a task of its own. Returns the address.
+pub async fn listen<F, Fut>(on_accept: F) -> SocketAddr
+where
+    F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let requests = Arc::new(Mutex::new(Vec::new()));
-    let recorded = requests.clone();
-    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let count = accepted.clone();
     tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                return;
-            };
-            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let acceptor = acceptor.clone();
-            let recorded = recorded.clone();
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                let svc = service_fn(move |req| respond(recorded.clone(), req));
-                let io = TokioIo::new(tls);
-                if h2 {
-                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                        .serve_connection(io, svc)
-                        .await;
-                } else {
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(io, svc)
-                        .with_upgrades()
-                        .await;
-                }
-            });
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(on_accept(tcp));
         }
     });
+    addr
+}
+
+/// Serves `handler` on every connection `acceptor` completes a TLS
+/// handshake on: HTTP/2 when ALPN chose it, else HTTP/1.1 (upgrades
+/// allowed). Returns the address, and the count of TCP connections
+/// accepted.
+pub async fn serve_tls<H, Fut, B>(
+    acceptor: tokio_rustls::TlsAcceptor,
+    handler: H,
+) -> (SocketAddr, Arc<AtomicUsize>)
+where
+    H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    let addr = listen(move |tcp| {
+        count.fetch_add(1, Ordering::SeqCst);
+        let acceptor = acceptor.clone();
+        let svc = service_fn(handler.clone());
+        async move {
+            let Ok(tls) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            let io = TokioIo::new(tls);
+            if h2 {
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(io, svc)
+                    .await;
+            } else {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, svc)
+                    .with_upgrades()
+                    .await;
+            }
+        }
+    })
+    .await;
+    (addr, accepted)
+}
+
+/// A recording TLS upstream for `names` with the given ALPN.
+pub async fn tls_upstream(ca: &TestCa, names: &[&str], alpn: Alpn) -> Upstream {
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let recorded = requests.clone();
+    let (addr, accepted) = serve_tls(tls_acceptor(ca, names, alpn), move |req| {
+        respond(recorded.clone(), req)
+    })
+    .await;
     Upstream {
         addr,
         requests,
@@ -376,29 +421,22 @@ pub async fn tls_upstream(ca: &TestCa, names: &[&str], alpn: Alpn) -> Upstream {
     }
 }
 
-/// A plain-HTTP upstream.
+/// A recording plain-HTTP/1.1 upstream.
 pub async fn plain_upstream() -> Upstream {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
     let requests = Arc::new(Mutex::new(Vec::new()));
-    let recorded = requests.clone();
-    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let count = accepted.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                return;
-            };
-            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let recorded = recorded.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |req| respond(recorded.clone(), req));
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tcp), svc)
-                    .await;
-            });
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let (recorded, count) = (requests.clone(), accepted.clone());
+    let addr = listen(move |tcp| {
+        count.fetch_add(1, Ordering::SeqCst);
+        let recorded = recorded.clone();
+        let svc = service_fn(move |req| respond(recorded.clone(), req));
+        async move {
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), svc)
+                .await;
         }
-    });
+    })
+    .await;
     Upstream {
         addr,
         requests,

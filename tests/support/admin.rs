@@ -18,20 +18,27 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(20);
 /// The admin API of one keyhole.
 #[derive(Clone)]
 pub struct Api {
+    /// Where it listens.
     pub addr: SocketAddr,
+    /// The admin token.
     pub token: String,
     bodies: Arc<Mutex<Vec<String>>>,
 }
 
 /// One response: status, raw body, body as JSON (Null if not JSON).
 pub struct Reply {
+    /// The status code.
     pub status: u16,
+    /// The body as text.
     pub text: String,
+    /// The body as JSON, Null if it is not JSON.
     pub json: Value,
+    /// The Content-Type, empty if none.
     pub content_type: String,
 }
 
 impl Api {
+    /// The admin API at `addr`, called with `token`.
     pub fn new(addr: SocketAddr, token: &str) -> Api {
         Api {
             addr,
@@ -67,26 +74,6 @@ impl Api {
         headers: &[(&str, &str)],
         body: Option<String>,
     ) -> Reply {
-        let fut = self.send_inner(method, path, headers, body);
-        let reply = tokio::time::timeout(CALL_TIMEOUT, fut)
-            .await
-            .unwrap_or_else(|_| panic!("{method} {path}: no reply in {CALL_TIMEOUT:?}"));
-        self.bodies.lock().unwrap().push(reply.text.clone());
-        reply
-    }
-
-    async fn send_inner(
-        &self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: Option<String>,
-    ) -> Reply {
-        let tcp = TcpStream::connect(self.addr).await.expect("connect admin");
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-            .await
-            .expect("handshake");
-        tokio::spawn(conn);
         let mut req = Request::builder()
             .method(method)
             .uri(path)
@@ -100,6 +87,20 @@ impl Api {
         let req = req
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .expect("request");
+        let reply = tokio::time::timeout(CALL_TIMEOUT, self.round_trip(req))
+            .await
+            .unwrap_or_else(|_| panic!("{method} {path}: no reply in {CALL_TIMEOUT:?}"));
+        self.bodies.lock().unwrap().push(reply.text.clone());
+        reply
+    }
+
+    /// `req` on a new connection, and its reply.
+    async fn round_trip(&self, req: Request<Full<Bytes>>) -> Reply {
+        let tcp = TcpStream::connect(self.addr).await.expect("connect admin");
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .expect("handshake");
+        tokio::spawn(conn);
         let res = sender.send_request(req).await.expect("send");
         let status = res.status().as_u16();
         let content_type = res
