@@ -12,6 +12,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use tokio::signal::unix::Signal;
+
 use crate::proxy::{Counters, Proxy};
 use crate::store::{Reloaded, Store};
 
@@ -38,15 +40,21 @@ fn stamp(path: &Path) -> Option<Stamp> {
     })
 }
 
-/// Watches for SIGHUP and file changes until the process ends.
-pub async fn watch(store: Arc<Store>, proxy: Arc<Proxy>) {
-    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+/// Starts listening for SIGHUP (inside the runtime). Call it before the
+/// proxy announces its address: until then a SIGHUP would end the process.
+pub fn listen_for_hangup() -> Option<Signal> {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(s) => Some(s),
         Err(e) => {
             tracing::warn!(error = %e, "cannot listen for SIGHUP; reloads follow file changes only");
             None
         }
-    };
+    }
+}
+
+/// Watches for SIGHUP (on `hup`, from [`listen_for_hangup`]) and file
+/// changes until the process ends.
+pub async fn watch(store: Arc<Store>, proxy: Arc<Proxy>, mut hup: Option<Signal>) {
     let mut last = stamp(store.path());
     let mut tick = tokio::time::interval(POLL_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -20,11 +20,14 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+mod support;
 
 use keyhole::sandbox::dns::{self, Lookup, Resolver};
 use keyhole::sandbox::{Launch, Namespace, Ports, Sockets};
+use support::sandbox::{cannot_run, unavailable};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::process::Command;
@@ -40,59 +43,6 @@ const NOBODY: u32 = 65534;
 /// System folders only: nobody cannot read root's home, where a PATH may
 /// point (pyenv shims and the like).
 const SYSTEM_PATH: &str = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin";
-
-// --- prerequisites ---
-
-/// Says why a test cannot run; fails under CI, which must run them all.
-fn unavailable(reason: &str) -> bool {
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{reason}: CI must run the sandbox tests (as root, with the nftables, iproute2, \
-         util-linux and python3 packages installed)"
-    );
-    eprintln!("SKIPPED (not under CI): {reason}");
-    true
-}
-
-/// Whether this machine cannot run sandboxes as root (and why, printed).
-fn cannot_run() -> bool {
-    static REASON: OnceLock<Option<String>> = OnceLock::new();
-    match REASON.get_or_init(missing_prerequisite) {
-        Some(reason) => unavailable(reason),
-        None => false,
-    }
-}
-
-fn missing_prerequisite() -> Option<String> {
-    if !rustix::process::geteuid().is_root() {
-        return Some("the sandbox tests run as root".to_owned());
-    }
-    for (tool, package) in [("nft", "nftables"), ("ip", "iproute2")] {
-        let found = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
-            .iter()
-            .any(|dir| Path::new(dir).join(tool).is_file());
-        if !found {
-            return Some(format!("`{tool}` is not installed (package {package})"));
-        }
-    }
-    if !succeeds(std::process::Command::new("python3").args(["-c", "pass"])) {
-        return Some("python3 is not installed".to_owned());
-    }
-    if !succeeds(std::process::Command::new("unshare").args(["-n", "true"])) {
-        return Some(
-            "the kernel refuses a network namespace to root (`unshare -n true` failed)".to_owned(),
-        );
-    }
-    None
-}
-
-fn succeeds(command: &mut std::process::Command) -> bool {
-    command
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
 
 /// `setpriv` arguments that run the rest as [`NOBODY`].
 fn as_nobody() -> Vec<String> {

@@ -120,7 +120,8 @@ pub enum StartError {
     },
 }
 
-/// A proxy (and admin API) whose listeners are bound, not yet serving.
+/// A loaded proxy (and admin API) whose listeners are bound, not yet
+/// serving.
 ///
 /// Binding comes first so that a caller learns the real address (port 0
 /// picks a free one) before anything is handed to a client.
@@ -137,58 +138,43 @@ pub(super) struct Bound {
     listener: TcpListener,
     admin: Option<(TcpListener, Token)>,
     transparent: Option<TcpListener>,
+    /// The sandbox's DNS socket (`keyhole sandbox`).
+    dns: Option<tokio::net::UdpSocket>,
+    /// SIGHUP, listened for from the moment the proxy is bound, so that a
+    /// SIGHUP right after the address is printed reloads instead of ending
+    /// the process.
+    hangup: Option<tokio::signal::unix::Signal>,
+}
+
+/// A proxy (and admin API) loaded and ready for its listeners: what
+/// `keyhole sandbox` prepares before it creates them inside the sandbox.
+pub(super) struct Loaded {
+    proxy: Proxy,
+    store: Arc<Store>,
+    key: Arc<PlaceholderKey>,
+    admin: Option<(TcpListener, Token)>,
+    admin_addr: Option<SocketAddr>,
 }
 
 // === impl Bound ===
 
 impl Bound {
-    /// Loads the config, CA and token, and binds the listeners.
+    /// Loads everything and binds the listeners `args` name (`listen` for
+    /// the proxy).
     pub async fn bind(args: &RunArgs, listen: &str) -> Result<Bound, StartError> {
-        // Fail closed: the admin API never runs without a token.
-        let token = match (&args.admin, &args.admin_token_file) {
-            (None, None) => None,
-            (None, Some(_)) => {
-                tracing::warn!("--admin-token-file is ignored without --admin ADDR");
-                None
-            }
-            (Some(_), None) => return Err(TokenError::Missing.into()),
-            (Some(_), Some(file)) => Some(Token::load(file)?),
+        let loaded = Loaded::load(args).await?;
+        let proxy = bind(listen, "the proxy").await?;
+        let transparent = match &args.transparent {
+            Some(at) => Some(bind(at, "transparent mode").await?),
+            None => None,
         };
-        let (mut proxy, store, key) = build(args)?;
-        if let Some(path) = &args.audit_log {
-            proxy.audit = Some(AuditLog::open(path).await?);
-        }
-        let (listener, addr) = bind(listen, "the proxy").await?;
-        proxy.set_listener(addr);
-        let (admin, admin_addr) = match (&args.admin, token) {
-            (Some(at), Some(token)) => {
-                let (l, a) = bind(at, "the admin API (never the proxy's address)").await?;
-                // The sandbox must not reach the admin API through the proxy.
-                proxy.set_listener(a);
-                (Some((l, token)), Some(a))
-            }
-            _ => (None, None),
-        };
-        let (transparent, transparent_addr) = match &args.transparent {
-            Some(at) => {
-                let (l, a) = bind(at, "transparent mode").await?;
-                proxy.set_listener(a);
-                (Some(l), Some(a))
-            }
-            None => (None, None),
-        };
-        proxy.transparent_raw = !args.transparent_refuse_raw;
-        Ok(Bound {
-            addr,
-            admin_addr,
-            transparent_addr,
-            proxy,
-            store,
-            key,
-            listener,
-            admin,
-            transparent,
-        })
+        Ok(loaded.with_listeners(proxy, transparent))
+    }
+
+    /// Also answers DNS questions on `socket` (the sandbox's).
+    pub fn with_dns(mut self, socket: tokio::net::UdpSocket) -> Bound {
+        self.dns = Some(socket);
+        self
     }
 
     /// Serves until `shutdown` completes, then drains (see [`Proxy::serve`]).
@@ -203,6 +189,8 @@ impl Bound {
             listener,
             admin,
             transparent,
+            dns,
+            hangup,
         } = self;
         tracing::info!(%addr, "listening");
         if let Some(a) = admin_addr {
@@ -213,12 +201,15 @@ impl Bound {
             tracing::info!(addr = %a, "transparent listener");
             proxy.serve_transparent(l);
         }
+        if let Some(socket) = dns {
+            proxy.serve_dns(socket);
+        }
         let installer = proxy.clone();
         store.on_change(Box::new(move |config| {
             installer.install(Snapshot::compile(&config, &key)?);
             Ok(())
         }));
-        let watcher = tokio::spawn(reload::watch(store.clone(), proxy.clone()));
+        let watcher = tokio::spawn(reload::watch(store.clone(), proxy.clone(), hangup));
         let (stop, stopped) = watch::channel(false);
         let admin = admin.map(|(l, token)| {
             let admin = Arc::new(Admin::new(store.clone(), proxy.clone(), token));
@@ -235,6 +226,84 @@ impl Bound {
             admin.abort();
         }
         tracing::info!("stopped");
+    }
+}
+
+// === impl Loaded ===
+
+impl Loaded {
+    /// Loads the config, CA, token and audit log, and binds the admin API
+    /// (with `--admin`).
+    pub async fn load(args: &RunArgs) -> Result<Loaded, StartError> {
+        // Fail closed: the admin API never runs without a token.
+        let token = match (&args.admin, &args.admin_token_file) {
+            (None, None) => None,
+            (None, Some(_)) => {
+                tracing::warn!("--admin-token-file is ignored without --admin ADDR");
+                None
+            }
+            (Some(_), None) => return Err(TokenError::Missing.into()),
+            (Some(_), Some(file)) => Some(Token::load(file)?),
+        };
+        let (mut proxy, store, key) = build(args)?;
+        if let Some(path) = &args.audit_log {
+            proxy.audit = Some(AuditLog::open(path).await?);
+        }
+        let (admin, admin_addr) = match (&args.admin, token) {
+            (Some(at), Some(token)) => {
+                let (l, a) = bind(at, "the admin API (never the proxy's address)").await?;
+                // The sandbox must not reach the admin API through the proxy.
+                proxy.set_listener(a);
+                (Some((l, token)), Some(a))
+            }
+            _ => (None, None),
+        };
+        proxy.transparent_raw = !args.transparent_refuse_raw;
+        Ok(Loaded {
+            proxy,
+            store,
+            key,
+            admin,
+            admin_addr,
+        })
+    }
+
+    /// Hands the proxy its listeners: `proxy` for proxy-aware clients and,
+    /// in transparent mode, `transparent` for redirected connections, each
+    /// with its bound address.
+    pub fn with_listeners(
+        self,
+        proxy: (TcpListener, SocketAddr),
+        transparent: Option<(TcpListener, SocketAddr)>,
+    ) -> Bound {
+        let Loaded {
+            proxy: core,
+            store,
+            key,
+            admin,
+            admin_addr,
+        } = self;
+        core.set_listener(proxy.1);
+        if let Some((_, a)) = &transparent {
+            core.set_listener(*a);
+        }
+        let (transparent, transparent_addr) = match transparent {
+            Some((l, a)) => (Some(l), Some(a)),
+            None => (None, None),
+        };
+        Bound {
+            addr: proxy.1,
+            admin_addr,
+            transparent_addr,
+            proxy: core,
+            store,
+            key,
+            listener: proxy.0,
+            admin,
+            transparent,
+            dns: None,
+            hangup: reload::listen_for_hangup(),
+        }
     }
 }
 

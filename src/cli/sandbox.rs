@@ -9,33 +9,27 @@
 //! its code, 128 + N for signal N, 125 when keyhole fails before the
 //! command runs, 126 when it cannot run, 127 when it is not found.
 //!
-//! The seam with the proxy: [`sandbox`] takes what serves the three
-//! sockets as a parameter, so that the proxy side plugs in at one place
-//! ([`closed`], marked `TODO(merge)`) and tests can plug in a fake.
+//! keyhole is loaded (config, CA, keys) before the namespace exists, so a
+//! bad config never starts the command; [`sandbox`] takes what serves the
+//! three sockets as a parameter ([`serve`]: keyhole itself).
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::future::Future;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
-
-use tokio::net::TcpListener;
 
 use super::env::environment_for;
 use super::exec::{exit_code, supervise, Failure, Signals, EXIT_KEYHOLE_FAILED, REMOVED_VARS};
-use super::run::runtime;
+use super::run::{runtime, Loaded};
 use super::ExecArgs;
 use crate::logging;
-use crate::sandbox::dns::{self, BoxFuture, Lookup, Resolver};
+use crate::sandbox::dns::BoxFuture;
 use crate::sandbox::{Launch, Namespace, Ports, Sockets};
 
 /// Longest wait, after the command exited, for the sockets' server to
 /// stop; it then is dropped with the runtime.
 pub const SERVE_STOP_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// Pause after a failed `accept` in [`closed`], so that it does not spin.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Completes when the sockets' server should stop.
 pub type Shutdown = BoxFuture<()>;
@@ -49,7 +43,14 @@ pub fn run(args: &ExecArgs) -> ExitCode {
         return ExitCode::from(EXIT_KEYHOLE_FAILED);
     };
     runtime.block_on(async {
-        match sandbox(args, closed).await {
+        let loaded = match Loaded::load(&args.run).await {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                eprintln!("keyhole sandbox: {e}");
+                return ExitCode::from(EXIT_KEYHOLE_FAILED);
+            }
+        };
+        match sandbox(args, |sockets, shutdown| serve(loaded, sockets, shutdown)).await {
             Ok(code) => ExitCode::from(code),
             Err(Failure { message, code }) => {
                 eprintln!("keyhole sandbox: {message}");
@@ -130,36 +131,32 @@ fn command_env(args: &ExecArgs, ports: Ports) -> Result<Vec<(OsString, OsString)
     Ok(env.into_iter().collect())
 }
 
-/// TODO(merge): the proxy side of issue 14 replaces this with keyhole
-/// itself, loaded as `keyhole run` loads it: the transparent listener
-/// (`SO_ORIGINAL_DST`, then SNI or `Host`), the proxy on `sockets.proxy`
-/// and [`dns::serve`] with a resolver that honours `--resolve` and egress.
-///
-/// Until then the sandbox has no way out at all, which fails closed:
-/// every connection is closed as it is accepted and every name is
-/// NXDOMAIN.
-fn closed(sockets: Sockets, shutdown: Shutdown) -> impl Future<Output = ()> + Send + 'static {
-    tracing::warn!("the transparent proxy is not built yet: the sandbox has no network");
+/// keyhole itself on the sandbox's sockets: the proxy for proxy-aware
+/// clients, the transparent listener for everything redirected, and the
+/// DNS answerer, until `shutdown`.
+fn serve(
+    loaded: Loaded,
+    sockets: Sockets,
+    shutdown: Shutdown,
+) -> impl Future<Output = ()> + Send + 'static {
     let Sockets {
         transparent,
         proxy,
         dns,
     } = sockets;
-    let nxdomain: Resolver = Arc::new(|_| Box::pin(async { Lookup::NoSuchName }));
     async move {
-        tokio::select! {
-            () = close_all(transparent) => {}
-            () = close_all(proxy) => {}
-            () = dns::serve(dns, nxdomain, shutdown) => {}
-        }
-    }
-}
-
-/// Accepts and at once closes every connection.
-async fn close_all(listener: TcpListener) {
-    loop {
-        if listener.accept().await.is_err() {
-            tokio::time::sleep(ACCEPT_BACKOFF).await;
-        }
+        let (proxy_addr, transparent_addr) = match (proxy.local_addr(), transparent.local_addr()) {
+            (Ok(p), Ok(t)) => (p, t),
+            _ => {
+                tracing::error!(
+                    "cannot read the sandbox listeners' addresses; the sandbox has no network"
+                );
+                return;
+            }
+        };
+        let bound = loaded
+            .with_listeners((proxy, proxy_addr), Some((transparent, transparent_addr)))
+            .with_dns(dns);
+        bound.serve(shutdown).await;
     }
 }

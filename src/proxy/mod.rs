@@ -68,6 +68,7 @@ use self::respond::ProxyError;
 use self::server::{Protocol, Tasks, WhenFull};
 use self::upstream::Dialer;
 use crate::mcp::{TokenBook, TokenPersist};
+use crate::sandbox::dns::{self, Resolver};
 use crate::tls::LeafCache;
 
 /// A connection's share of [`Limits::max_connections`]: held by the client
@@ -174,6 +175,18 @@ impl Proxy {
             addr,
             client: upstream::pinned_client(self.tls.clone(), self.dialer.clone(), addr),
         }
+    }
+
+    /// Answers DNS questions on `socket` (the sandbox's DNS, see
+    /// [`transparent::lookup`]) until shutdown begins.
+    pub fn serve_dns(self: &Arc<Self>, socket: tokio::net::UdpSocket) {
+        let proxy = self.clone();
+        let resolver: Resolver = Arc::new(move |name: String| {
+            let proxy = proxy.clone();
+            Box::pin(async move { transparent::lookup(&proxy, &name).await })
+        });
+        let stopped = server::stopped(self.tasks.stop_signal());
+        self.tasks.spawn(dns::serve(socket, resolver, stopped));
     }
 
     /// Serves connections the kernel redirected (transparent mode) on

@@ -81,6 +81,25 @@ impl Pins {
         Ok(Pins(pins))
     }
 
+    /// Every address of `host` on any port: its pins (of any port), the
+    /// literal address, or one system lookup within [`RESOLVE_TIMEOUT`]. For
+    /// a DNS answer, which names no port.
+    pub async fn lookup_any_port(&self, host: &Host) -> Result<Vec<IpAddr>, ResolveError> {
+        let mut pinned: Vec<IpAddr> = self
+            .0
+            .iter()
+            .filter(|((name, _), _)| name == host.as_str())
+            .flat_map(|(_, ips)| ips.iter().copied())
+            .collect();
+        if !pinned.is_empty() {
+            pinned.sort_unstable();
+            pinned.dedup();
+            return Ok(pinned);
+        }
+        let addrs = self.lookup(host, 0).await?;
+        Ok(addrs.into_iter().map(|a| a.ip()).collect())
+    }
+
     /// The addresses to dial for `host:port`: a pin, the literal address,
     /// or one system lookup within [`RESOLVE_TIMEOUT`].
     pub async fn lookup(&self, host: &Host, port: u16) -> Result<Vec<SocketAddr>, ResolveError> {
@@ -134,6 +153,15 @@ mod tests {
         assert_eq!(
             r.lookup(&ip, 80).await.unwrap(),
             ["127.0.0.1:80".parse().unwrap()]
+        );
+        // A DNS answer takes the pins of every port.
+        let any: Vec<IpAddr> = r.lookup_any_port(&v6).await.unwrap();
+        assert_eq!(
+            any,
+            [
+                "127.0.0.2".parse::<IpAddr>().unwrap(),
+                "::1".parse().unwrap()
+            ]
         );
         for bad in [
             "a.com:443",

@@ -8,6 +8,7 @@
 //! Messages name hosts and reasons, never a header value, a query, a body
 //! or a secret.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -174,6 +175,15 @@ pub enum ProxyError {
         /// The normalised host the request named (never the raw header).
         named: String,
     },
+    /// A redirected plain HTTP request whose `Host` does not name the
+    /// address the client connected to (transparent mode).
+    #[error("the request names {named}, which is not {addr}, the address the client connected to; keyhole sends a request only to the address it was sent to, so connect to the address of {named}")]
+    NotTheDestination {
+        /// The original destination.
+        addr: SocketAddr,
+        /// The normalised host the request named (never the raw header).
+        named: String,
+    },
     /// A CONNECT inside an intercepted tunnel.
     #[error("a CONNECT inside an intercepted tunnel is refused")]
     NestedConnect,
@@ -298,7 +308,9 @@ impl ProxyError {
             | E::ConnectWithoutPort
             | E::UrlWithoutHost
             | E::Host(_) => (S::BAD_REQUEST, T::HttpRequestError),
-            E::Misdirected { .. } => (S::MISDIRECTED_REQUEST, T::HttpRequestDenied),
+            E::Misdirected { .. } | E::NotTheDestination { .. } => {
+                (S::MISDIRECTED_REQUEST, T::HttpRequestDenied)
+            }
             E::NestedConnect => (S::METHOD_NOT_ALLOWED, T::HttpRequestDenied),
             E::UnsupportedUpgrade => (S::BAD_REQUEST, T::HttpRequestDenied),
             E::NotTls { .. } => (S::BAD_REQUEST, T::TlsProtocolError),
@@ -334,6 +346,9 @@ impl ProxyError {
         match self {
             ProxyError::Misdirected { .. } => {
                 Some("request host differs from the CONNECT host".to_owned())
+            }
+            ProxyError::NotTheDestination { .. } => {
+                Some("request host is not the original destination".to_owned())
             }
             ProxyError::EgressDenied { host } => Some(format!("egress denies {host}")),
             ProxyError::Dial(DialError::Certificate { reason, .. }) => Some(format!("{reason:?}")),

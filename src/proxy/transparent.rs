@@ -40,6 +40,8 @@ use super::server::{self, Protocol};
 use super::{tunnel, Counters, Proxy};
 use crate::host::{Authority, Host};
 use crate::policy::Action;
+use crate::proxy::resolve::ResolveError;
+use crate::sandbox::dns::Lookup;
 
 /// What a redirected connection starts with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,10 +218,8 @@ async fn http_request(
     // A Host without a port names port 80, plain HTTP's default.
     let port_matches = named.port.unwrap_or(80) == orig.port();
     if !port_matches || !names(&proxy, &named.host, orig).await {
-        let tunnel = ip_host(orig.ip()).unwrap_or_else(|| named.host.clone());
-        let refusal = ProxyError::Misdirected {
-            tunnel,
-            port: orig.port(),
+        let refusal = ProxyError::NotTheDestination {
+            addr: orig,
             named: named.to_string(),
         };
         proxy.counters.error(refusal.error_type());
@@ -283,4 +283,30 @@ async fn raw(proxy: Arc<Proxy>, tcp: TcpStream, orig: SocketAddr, tls: Option<(H
         return;
     }
     tunnel::splice(tcp, upstream, proxy.limits.idle_timeout, &host).await;
+}
+
+/// Answers one DNS question of the sandbox: a name egress does not allow
+/// is "no such name" without any lookup (DNS must not carry data to an
+/// attacker's name server); others resolve as keyhole itself would
+/// (`--resolve` pins first), IPv4 only (IPv6 is blocked in the sandbox).
+pub async fn lookup(proxy: &Proxy, name: &str) -> Lookup {
+    let Ok(host) = Host::parse(name) else {
+        return Lookup::NoSuchName;
+    };
+    if !proxy.snapshot().policy.egress_allows(&host) {
+        tracing::info!(%host, "sandbox DNS: no such name (egress does not allow it)");
+        return Lookup::NoSuchName;
+    }
+    match proxy.dialer.addresses(&host).await {
+        Ok(ips) => Lookup::Found(
+            ips.into_iter()
+                .filter_map(|ip| match ip {
+                    IpAddr::V4(v4) => Some(v4),
+                    IpAddr::V6(_) => None,
+                })
+                .collect(),
+        ),
+        Err(ResolveError::Timeout { .. }) => Lookup::Failed,
+        Err(_) => Lookup::NoSuchName,
+    }
 }

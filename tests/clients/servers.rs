@@ -21,7 +21,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use tokio::io::AsyncWriteExt;
 
-use crate::support::upstream::{serve_tls, tls_acceptor, whole_body, Alpn, TestCa};
+use crate::support::upstream::{serve_tls, tls_acceptor, whole_body, Alpn, TestCa, LOOPBACK};
 
 /// One request as the server received it.
 #[derive(Debug, Clone)]
@@ -150,13 +150,17 @@ pub async fn package_index(
 async fn serve(ca: &TestCa, name: &str, auth: Basic, app: App) -> Server {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let state = Arc::new((auth, app, seen.clone()));
-    let (addr, _) = serve_tls(tls_acceptor(ca, &[name], Alpn::Both), move |req| {
-        let state = state.clone();
-        async move {
-            let (auth, app, seen) = &*state;
-            Ok::<_, std::convert::Infallible>(handle(auth, app, seen, req).await)
-        }
-    })
+    let (addr, _) = serve_tls(
+        LOOPBACK,
+        tls_acceptor(ca, &[name], Alpn::Both),
+        move |req| {
+            let state = state.clone();
+            async move {
+                let (auth, app, seen) = &*state;
+                Ok::<_, std::convert::Infallible>(handle(auth, app, seen, req).await)
+            }
+        },
+    )
     .await;
     Server { addr, seen }
 }

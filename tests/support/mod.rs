@@ -100,6 +100,7 @@ pub mod admin;
 pub mod client;
 pub mod config;
 pub mod proxy;
+pub mod sandbox;
 pub mod scripted;
 pub mod upstream;
 pub mod world;

@@ -4,7 +4,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -353,7 +353,19 @@ where
     F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    listen_at(LOOPBACK, on_accept).await
+}
+
+/// 127.0.0.1, where every test server listens unless told otherwise.
+pub const LOOPBACK: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+/// As [`listen`], on `ip` (a port the kernel picks).
+pub async fn listen_at<F, Fut>(ip: IpAddr, on_accept: F) -> SocketAddr
+where
+    F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind((ip, 0)).await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
@@ -363,11 +375,12 @@ where
     addr
 }
 
-/// Serves `handler` on every connection `acceptor` completes a TLS
+/// Serves `handler`, on `ip`, on every connection `acceptor` completes a TLS
 /// handshake on: HTTP/2 when ALPN chose it, else HTTP/1.1 (upgrades
 /// allowed). Returns the address, and the count of TCP connections
 /// accepted.
 pub async fn serve_tls<H, Fut, B>(
+    ip: IpAddr,
     acceptor: tokio_rustls::TlsAcceptor,
     handler: H,
 ) -> (SocketAddr, Arc<AtomicUsize>)
@@ -380,7 +393,7 @@ where
 {
     let accepted = Arc::new(AtomicUsize::new(0));
     let count = accepted.clone();
-    let addr = listen(move |tcp| {
+    let addr = listen_at(ip, move |tcp| {
         count.fetch_add(1, Ordering::SeqCst);
         let acceptor = acceptor.clone();
         let svc = service_fn(handler.clone());
@@ -408,12 +421,15 @@ where
 
 /// A recording TLS upstream for `names` with the given ALPN.
 pub async fn tls_upstream(ca: &TestCa, names: &[&str], alpn: Alpn) -> Upstream {
+    tls_upstream_at(LOOPBACK, ca, names, alpn).await
+}
+
+/// As [`tls_upstream`], on `ip`.
+pub async fn tls_upstream_at(ip: IpAddr, ca: &TestCa, names: &[&str], alpn: Alpn) -> Upstream {
     let requests = Arc::new(Mutex::new(Vec::new()));
     let recorded = requests.clone();
-    let (addr, accepted) = serve_tls(tls_acceptor(ca, names, alpn), move |req| {
-        respond(recorded.clone(), req)
-    })
-    .await;
+    let acceptor = tls_acceptor(ca, names, alpn);
+    let (addr, accepted) = serve_tls(ip, acceptor, move |req| respond(recorded.clone(), req)).await;
     Upstream {
         addr,
         requests,
@@ -423,10 +439,15 @@ pub async fn tls_upstream(ca: &TestCa, names: &[&str], alpn: Alpn) -> Upstream {
 
 /// A recording plain-HTTP/1.1 upstream.
 pub async fn plain_upstream() -> Upstream {
+    plain_upstream_at(LOOPBACK).await
+}
+
+/// As [`plain_upstream`], on `ip`.
+pub async fn plain_upstream_at(ip: IpAddr) -> Upstream {
     let requests = Arc::new(Mutex::new(Vec::new()));
     let accepted = Arc::new(AtomicUsize::new(0));
     let (recorded, count) = (requests.clone(), accepted.clone());
-    let addr = listen(move |tcp| {
+    let addr = listen_at(ip, move |tcp| {
         count.fetch_add(1, Ordering::SeqCst);
         let recorded = recorded.clone();
         let svc = service_fn(move |req| respond(recorded.clone(), req));

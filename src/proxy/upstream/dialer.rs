@@ -143,6 +143,15 @@ impl Dialer {
             .is_ok_and(|addrs| addrs.iter().any(|a| a.ip() == addr.ip()))
     }
 
+    /// Every address of `host`, whatever the port (pins first): what the
+    /// sandbox's DNS answers.
+    pub async fn addresses(
+        &self,
+        host: &crate::host::Host,
+    ) -> Result<Vec<std::net::IpAddr>, ResolveError> {
+        self.pins.lookup_any_port(host).await
+    }
+
     /// Dials `addr` itself (no lookup), after the guard accepted it: for a
     /// destination whose address is already known.
     pub async fn dial_addr(
