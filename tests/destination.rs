@@ -81,3 +81,28 @@ async fn the_admin_api_cannot_be_reached_through_the_proxy() {
         .unwrap_err();
     assert!(res.starts_with("HTTP/1.1 508"), "{res}");
 }
+
+/// A credential whose networking is unrestricted: keyhole intercepts every
+/// host, so a refusal that waited for the first request would come after
+/// a `200`, inside TLS.
+const INTERCEPT_ALL: &str = r#"{"credentials": [{"id": "vcrd_all", "auth": {"type": "environment_variable",
+  "secret_name": "ALL_TOKEN", "secret_value": "sek_door_0a1b2c", "networking": {"type": "unrestricted"}}}]}"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn literal_addresses_are_refused_at_the_door_even_where_keyhole_would_intercept() {
+    let keyhole = Keyhole::start(INTERCEPT_ALL, &["--deny-private".to_owned()], &[]);
+    let own = keyhole.addr.to_string();
+    for (target, status, error) in [
+        ("169.254.169.254:443", "403", "destination_ip_prohibited"),
+        ("[fd00:ec2::254]:443", "403", "destination_ip_prohibited"),
+        ("10.1.2.3:443", "403", "destination_ip_prohibited"),
+        (own.as_str(), "508", "proxy_loop_detected"),
+    ] {
+        // The CONNECT itself is answered: no 200, no TLS, nothing dialled.
+        let res = client::connect(keyhole.addr, target).await.unwrap_err();
+        assert!(res.starts_with(&format!("HTTP/1.1 {status}")), "{target}: {res}");
+        assert!(res.contains(&format!("error={error}")), "{target}: {res}");
+    }
+    let log = keyhole.wait_log("CONNECT refused");
+    assert!(!log.contains("action=\"intercept\""), "{log}");
+}
