@@ -117,3 +117,30 @@ fn the_kubernetes_example_config_is_valid_and_its_init_script_works() {
         assert!(!text.contains("PRIVATE KEY"), "{file}");
     }
 }
+
+#[test]
+fn the_transparent_kubernetes_variant_redirects_to_keyholes_transparent_listener() {
+    let pod = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/kubernetes/pod-transparent.yaml"
+    ))
+    .unwrap();
+    // The redirect script is valid shell, and it sends other UIDs' TCP to
+    // the port keyhole's --transparent listens on, never keyhole's own.
+    let script = block_after(&pod, "name: egress-redirect");
+    let rules = block_after(&script, "- |");
+    let syntax = Command::new("sh")
+        .args(["-n", "-c", &rules])
+        .status()
+        .unwrap();
+    assert!(syntax.success(), "{rules}");
+    assert!(rules.contains("REDIRECT --to-ports 15001"), "{rules}");
+    assert!(rules.contains("! --uid-owner 10001 -j KEYHOLE"), "{rules}");
+    assert!(pod.contains("        - --transparent=127.0.0.1:15001\n"));
+    // The flag keyhole is given exists.
+    let help = Command::new(env!("CARGO_BIN_EXE_keyhole"))
+        .args(["run", "--help"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&help.stdout).contains("--transparent <ADDR>"));
+}
