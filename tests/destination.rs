@@ -100,7 +100,10 @@ async fn literal_addresses_are_refused_at_the_door_even_where_keyhole_would_inte
     ] {
         // The CONNECT itself is answered: no 200, no TLS, nothing dialled.
         let res = client::connect(keyhole.addr, target).await.unwrap_err();
-        assert!(res.starts_with(&format!("HTTP/1.1 {status}")), "{target}: {res}");
+        assert!(
+            res.starts_with(&format!("HTTP/1.1 {status}")),
+            "{target}: {res}"
+        );
         assert!(res.contains(&format!("error={error}")), "{target}: {res}");
     }
     let log = keyhole.wait_log("CONNECT refused");

@@ -1,16 +1,24 @@
 #!/usr/bin/env bash
 # Counts the instructions keyhole spends per request with callgrind, for
-# the three paths that matter: plain-HTTP forwarding, intercepted HTTPS
-# keep-alive (one TLS connection, many requests) and tunnelling.
+# the paths that matter: plain-HTTP forwarding, intercepted HTTPS
+# keep-alive over HTTP/1.1 and over HTTP/2 (one TLS connection, many
+# requests) and tunnelling, at the default log level (info: one access-log
+# line per request; PROFILE_RUST_LOG overrides it).
 #
 #   bash benches/profile/run.sh [REQUESTS]      (default 400)
 #
 # callgrind counts instructions, not seconds, so the figures repeat for the
-# same binary and inputs whatever else the machine does. Each path runs
-# under its own callgrind process; start-up and shutdown are excluded by
-# instrumenting (callgrind_control --instr=on) only after a warm-up request; the
-# graceful shutdown after SIGTERM is counted (a few thousand instructions). Writes callgrind.out.* and the top functions to
-# target/profile/. Needs valgrind, curl, openssl and python3.
+# same binary and inputs whatever else the machine does (within about 1%:
+# the multi-threaded runtime's scheduling varies). Each path runs under its
+# own callgrind process, instrumented (callgrind_control --instr=on) only
+# after a warm-up request. Two connections follow, one with N requests and
+# one with 2N; the counts are dumped after each, and the figure is the
+# difference divided by N: the marginal cost of one request, with the
+# connection's fixed costs (TCP and TLS handshakes, leaf, pool) cancelled
+# out. "whole" is the first connection's total divided by N, fixed costs
+# included, as earlier versions of this script reported. Writes
+# callgrind.out.* and the top functions to target/profile/. Needs valgrind,
+# curl, openssl and python3.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 N="${1:-400}"
@@ -64,11 +72,12 @@ JSON
 TOKEN=$("$BIN" env --config "$WORK/config.json" --state-dir "$WORK/state" --format json |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["PROF_TOKEN"])')
 
-# One keyhole under callgrind; runs curl with N URLs on one connection.
+# One keyhole under callgrind; runs curl with N, then 2N URLs, each on one
+# connection, with a callgrind dump after each.
 profile() {
-  local name="$1" scheme="$2" host="$3" port="$4"
+  local name="$1" scheme="$2" host="$3" port="$4" version="$5"
   local log="$WORK/$name.log" out="$OUT/callgrind.out.$name"
-  RUST_LOG=warn valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" \
+  RUST_LOG="${PROFILE_RUST_LOG:-info}" valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" \
     "$BIN" run --config "$WORK/config.json" --state-dir "$WORK/state" --listen 127.0.0.1:0 \
     --upstream-ca "$WORK/ca.pem" \
     --resolve "prof.test:$TLS_PORT:127.0.0.1" --resolve "tunnel.test:$TLS_PORT:127.0.0.1" \
@@ -84,21 +93,29 @@ profile() {
   local url="$scheme://$host:$port/p"
   local cacert=(--cacert "$WORK/state/ca.pem")
   [ "$host" = tunnel.test ] && cacert=(--cacert "$WORK/ca.pem")
-  curl -sS --proxy "http://$addr" "${cacert[@]}" -H "Authorization: Bearer $TOKEN" "$url" >/dev/null
+  local client=(curl -sS "$version" --proxy "http://$addr" "${cacert[@]}" -H "Authorization: Bearer $TOKEN")
+  "${client[@]}" "$url" >/dev/null
   callgrind_control --instr=on "$vg" >/dev/null 2>&1
-  local urls=()
-  for _ in $(seq 1 "$N"); do urls+=("$url"); done
-  curl -sS --proxy "http://$addr" "${cacert[@]}" -H "Authorization: Bearer $TOKEN" "${urls[@]}" >/dev/null
+  local urls=() total=()
+  for n in "$N" $((2 * N)); do
+    urls=()
+    for _ in $(seq 1 "$n"); do urls+=("$url"); done
+    "${client[@]}" "${urls[@]}" >/dev/null
+    callgrind_control --dump="$name-$n" "$vg" >/dev/null 2>&1
+  done
   kill -TERM "$vg"
   wait "$vg" || true
-  local total
-  total=$(callgrind_annotate "$out" 2>/dev/null | sed -n 's/^\([0-9,]*\) .*PROGRAM TOTALS.*/\1/p' | tr -d ,)
-  printf '%-12s %8d requests  %12d instructions  %8d per request\n' "$name" "$N" "$total" $((total / N))
-  callgrind_annotate "$out" 2>/dev/null | awk '/file:function/{on=1} on && n++ < 40' >"$OUT/top.$name.txt"
+  for part in 1 2; do
+    total+=("$(callgrind_annotate "$out.$part" 2>/dev/null | sed -n 's/^\([0-9,]*\) .*PROGRAM TOTALS.*/\1/p' | tr -d ,)")
+  done
+  printf '%-16s %6d / %6d requests  %8d per request  (whole: %d)\n' "$name" "$N" $((2 * N)) \
+    $(((total[1] - total[0]) / N)) $((total[0] / N))
+  callgrind_annotate "$out.2" 2>/dev/null | awk '/file:function/{on=1} on && n++ < 40' >"$OUT/top.$name.txt"
 }
 
-echo "keyhole instructions per request (callgrind, $N requests on one connection)"
-profile plain http plain.test "$PLAIN_PORT"
-profile intercept https prof.test "$TLS_PORT"
-profile tunnel https tunnel.test "$TLS_PORT"
-echo "top functions: $OUT/top.*.txt"
+echo "keyhole instructions per request (callgrind; marginal cost between $N and $((2 * N)) requests on one connection)"
+profile plain http plain.test "$PLAIN_PORT" --http1.1
+profile intercept-h1 https prof.test "$TLS_PORT" --http1.1
+profile intercept-h2 https prof.test "$TLS_PORT" --http2
+profile tunnel https tunnel.test "$TLS_PORT" --http1.1
+echo "top functions: $OUT/top.*.txt; dumps: $OUT/callgrind.out.*.{1,2}"

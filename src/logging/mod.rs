@@ -1,11 +1,12 @@
 //! Log output: `tracing` lines on standard error, as text or JSON.
 //!
-//! The level comes from `RUST_LOG` (default `info`). keyhole's own lines
+//! The level comes from `RUST_LOG` (default `info`). Text lines are written
+//! by [`line::Line`], which costs a fraction of the default format. keyhole's own lines
 //! never hold a header value, a query string, a body or a secret; the
 //! dependencies' lines (hyper, h2, rustls) are checked by a test that runs
 //! the proxy at `trace` and searches all output for the secrets.
 
-use std::io::IsTerminal;
+pub mod line;
 
 use tracing_subscriber::EnvFilter;
 
@@ -49,10 +50,9 @@ pub fn init(format: LogFormat, default_level: &str) -> LogGuard {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
-        .with_ansi(std::io::stderr().is_terminal())
         .with_target(true);
     let _ = match format {
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Text => builder.event_format(line::Line).try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
     guard

@@ -74,12 +74,7 @@ pub async fn handle(
             tracing::info!(%peer, %host, port, action = "intercept", "CONNECT");
             let on_upgrade = hyper::upgrade::on(&mut req);
             let task_proxy = proxy.clone();
-            let dest = Destination {
-                host,
-                port,
-                scheme: Scheme::Https,
-                pinned: None,
-            };
+            let dest = Destination::new(host, port, Scheme::Https, None);
             proxy.tasks.spawn(async move {
                 let _slot = slot;
                 match on_upgrade.await {

@@ -26,12 +26,14 @@
 
 use std::borrow::Borrow;
 use std::future::Future;
+use std::pin::Pin;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use http::header::{HeaderValue, ACCEPT_ENCODING, AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH};
 use http::request::Parts;
+use http::uri::PathAndQuery;
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -64,6 +66,28 @@ pub struct Destination {
     /// mode), with the client whose connections all go there; `None`:
     /// resolve the host, through the shared pool.
     pub pinned: Option<Pinned>,
+    /// `host:port`, built once for every request's upstream URI.
+    authority: http::uri::Authority,
+}
+
+// === impl Destination ===
+
+impl Destination {
+    /// A destination; `pinned` as for [`Destination::pinned`].
+    pub fn new(host: Host, port: u16, scheme: Scheme, pinned: Option<Pinned>) -> Destination {
+        let text = format!("{host}:{port}");
+        // A normalised host and a port always make an authority; an empty
+        // one (never expected) fails every request as an invalid target.
+        let authority = http::uri::Authority::from_maybe_shared(bytes::Bytes::from(text))
+            .unwrap_or_else(|_| http::uri::Authority::from_static("invalid.invalid"));
+        Destination {
+            host,
+            port,
+            scheme,
+            pinned,
+            authority,
+        }
+    }
 }
 
 /// A destination's own address and upstream client.
@@ -106,23 +130,21 @@ struct Exchange<'a> {
 
 /// Runs one exchange to its answer: the upstream's, or keyhole's own.
 ///
-/// Takes its handles by value so that a connection's service can return
-/// this future as it is, without wrapping it in another (each wrapper is
-/// one more copy of the whole state machine per request).
-///
-/// Returns a `Send` future by name rather than being an `async fn`: the
-/// compiler then proves it `Send` here, where it can, instead of at each
+/// The future is boxed once, here: an exchange's state is a few
+/// kilobytes, and unboxed it would be copied whole each time it moves
+/// (into the connection's dispatcher, or into the task an HTTP/2 stream
+/// runs as), which costs more than the one allocation. Returning it by
+/// name also makes the compiler prove it `Send` here rather than at each
 /// generic caller (rustc's higher-ranked lifetime limits).
-#[allow(clippy::manual_async_fn)]
 pub fn run<D>(
     proxy: Arc<Proxy>,
     dest: D,
     req: Request<Incoming>,
-) -> impl Future<Output = Response<ProxyBody>> + Send + 'static
+) -> Pin<Box<dyn Future<Output = Response<ProxyBody>> + Send + 'static>>
 where
     D: Borrow<Destination> + Send + 'static,
 {
-    async move {
+    Box::pin(async move {
         let (proxy, dest) = (&*proxy, dest.borrow());
         let start = Instant::now();
         let mut ex = Exchange {
@@ -149,7 +171,7 @@ where
         proxy.counters.status(res.status());
         ex.log(&res, start, error);
         res
-    }
+    })
 }
 
 // === impl Exchange ===
@@ -192,8 +214,7 @@ impl Exchange<'_> {
             );
             return Box::pin(relay).await;
         }
-        let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        parts.uri = self.upstream_uri(pq)?;
+        parts.uri = self.upstream_uri(&parts.uri)?;
         // The upstream leg's version follows the upstream's ALPN, not the client's.
         parts.version = Version::HTTP_11;
         let declared = content_length(&parts.headers);
@@ -302,8 +323,12 @@ impl Exchange<'_> {
             Reason::for_passed(allowed.contains(&i), plaintext, header_on)
         };
         for &i in &report.passed {
-            let credential = self.credential_id(i);
-            tracing::warn!(credential, host = %self.dest.host, "{}", reason(i).warning());
+            let why = reason(i);
+            let kind = (i, why as u8, self.dest.host.as_str());
+            if self.proxy.warnings.allow(kind) {
+                let credential = self.credential_id(i);
+                tracing::warn!(credential, host = %self.dest.host, "{} (logged once a minute per credential, host and reason; the audit log and /metrics count each)", why.warning());
+            }
         }
         let (Some(log), Some(target)) = (&self.proxy.audit, target) else {
             return;
@@ -435,14 +460,20 @@ impl Exchange<'_> {
 
     /// The absolute URI the upstream request goes to: always the checked
     /// destination, whatever the request named.
-    fn upstream_uri(&self, path_and_query: &str) -> Result<Uri, ProxyError> {
-        let scheme = match self.dest.scheme {
-            Scheme::Https => "https",
-            Scheme::Http => "http",
-        };
-        let (host, port) = (&self.dest.host, self.dest.port);
-        Uri::try_from(format!("{scheme}://{host}:{port}{path_and_query}"))
-            .map_err(|_| ProxyError::InvalidTarget)
+    fn upstream_uri(&self, target: &Uri) -> Result<Uri, ProxyError> {
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(match self.dest.scheme {
+            Scheme::Https => http::uri::Scheme::HTTPS,
+            Scheme::Http => http::uri::Scheme::HTTP,
+        });
+        uri.authority = Some(self.dest.authority.clone());
+        uri.path_and_query = Some(
+            target
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        );
+        Uri::from_parts(uri).map_err(|_| ProxyError::InvalidTarget)
     }
 
     /// Stage 4's body: substituted as it streams where a credential allowed
@@ -456,11 +487,12 @@ impl Exchange<'_> {
         target: Option<Target>,
     ) -> (ProxyBody, bool) {
         let bodies = self.snapshot.substitutions.bodies();
-        let may_change = self.dest.scheme == Scheme::Https
-            && bodies.may_substitute(allowed)
-            && !hyper::body::Body::is_end_stream(&body);
+        let empty = hyper::body::Body::is_end_stream(&body);
+        let may_change =
+            self.dest.scheme == Scheme::Https && bodies.may_substitute(allowed) && !empty;
         let counters = &self.proxy.counters;
-        if is_encoded(headers) || self.dest.scheme == Scheme::Http {
+        // A request without a body (most GETs) has nothing to scan.
+        if empty || is_encoded(headers) || self.dest.scheme == Scheme::Http {
             if may_change {
                 Counters::add(&counters.encoded_bodies, 1);
                 tracing::warn!(host = %self.dest.host, "request body has a Content-Encoding: keyhole never alters an encoded body, so placeholders in it pass unchanged");
@@ -568,11 +600,7 @@ impl Exchange<'_> {
 
     /// Stage 6: one line per request, with credential ids, never values.
     fn log(&self, res: &Response<ProxyBody>, start: Instant, error: Option<&str>) {
-        let ids: Vec<&str> = self
-            .substituted
-            .iter()
-            .map(|&i| self.credential_id(i))
-            .collect();
+        let ids = Ids(self);
         let scheme = match self.dest.scheme {
             Scheme::Https => "https",
             Scheme::Http => "http",
@@ -583,7 +611,7 @@ impl Exchange<'_> {
             scheme,
             status = res.status().as_u16(),
             ms = start.elapsed().as_millis() as u64,
-            substituted = %ids.join(","),
+            substituted = %ids,
             error,
             "request"
         );
@@ -605,6 +633,22 @@ impl Exchange<'_> {
     }
 }
 
+/// The ids of the credentials substituted in a request, comma-separated,
+/// written straight into the log line (no string built per request).
+struct Ids<'a, 'b>(&'a Exchange<'b>);
+
+impl std::fmt::Display for Ids<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (n, &i) in self.0.substituted.iter().enumerate() {
+            if n > 0 {
+                f.write_str(",")?;
+            }
+            f.write_str(self.0.credential_id(i))?;
+        }
+        Ok(())
+    }
+}
+
 /// The request's declared body length.
 fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers
@@ -619,6 +663,23 @@ fn is_encoded(headers: &HeaderMap) -> bool {
     headers
         .get(CONTENT_ENCODING)
         .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
+}
+
+/// Whether `named` is the destination's normalised host, spelt exactly,
+/// with its port or (for the default port) none: what nearly every client
+/// sends, checked without parsing or allocating. Anything else takes the
+/// full parse.
+fn names_exactly(named: &str, dest: &Destination, default_port: u16) -> bool {
+    let Some(rest) = named.strip_prefix(dest.host.as_str()) else {
+        return false;
+    };
+    if rest.is_empty() {
+        return dest.port == default_port;
+    }
+    rest.strip_prefix(':')
+        .filter(|p| (1..=5).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|p| p.parse::<u16>().ok())
+        == Some(dest.port)
 }
 
 /// Every host the request names (`:authority` or the absolute URI, and
@@ -639,6 +700,9 @@ fn names_the_destination(dest: &Destination, req: &Request<Incoming>) -> Result<
         Scheme::Http => 80,
     };
     for named in [from_uri, from_header].into_iter().flatten() {
+        if names_exactly(named, dest, default_port) {
+            continue;
+        }
         let parsed = Authority::parse(named);
         let same = parsed
             .as_ref()
@@ -654,4 +718,40 @@ fn names_the_destination(dest: &Destination, req: &Request<Incoming>) -> Result<
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_spellings_of_the_destination_skip_the_parse_and_nothing_else_does() {
+        let host = Host::parse("api.example.com").unwrap();
+        let dest = Destination::new(host, 443, Scheme::Https, None);
+        for yes in [
+            "api.example.com",
+            "api.example.com:443",
+            "api.example.com:0443",
+        ] {
+            assert!(names_exactly(yes, &dest, 443), "{yes}");
+        }
+        // These go to the full parse, which decides (normalising case and
+        // a final dot, refusing the rest).
+        for no in [
+            "API.example.com",
+            "api.example.com.",
+            "api.example.com:8443",
+            "api.example.com:+443",
+            "api.example.com:",
+            "api.example.com.evil.net",
+            "api.example.com@evil.net",
+            "api.example.co",
+        ] {
+            assert!(!names_exactly(no, &dest, 443), "{no}");
+        }
+        let other_port =
+            Destination::new(Host::parse("a.test").unwrap(), 8443, Scheme::Https, None);
+        assert!(!names_exactly("a.test", &other_port, 443));
+        assert!(names_exactly("a.test:8443", &other_port, 443));
+    }
 }

@@ -25,11 +25,6 @@ pub async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>) -> Response<Proxy
     else {
         return ProxyError::UrlWithoutHost.into_response();
     };
-    let dest = Destination {
-        port: target.port.unwrap_or(80),
-        host: target.host,
-        scheme: Scheme::Http,
-        pinned: None,
-    };
+    let dest = Destination::new(target.host, target.port.unwrap_or(80), Scheme::Http, None);
     exchange::run(proxy, dest, req).await
 }

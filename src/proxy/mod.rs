@@ -24,6 +24,7 @@
 //! - [`head_guard`]: request heads checked before hyper reads them;
 //!   [`idle`]: the idle-timeout IO wrapper; [`body`]: the body type;
 //! - [`snapshot`]: one compiled policy generation; [`counters`]: metrics;
+//!   [`throttle`]: repeated warnings logged once a minute;
 //!   [`limits`]: every bound and timeout.
 
 pub mod body;
@@ -43,6 +44,7 @@ pub mod resolve;
 pub mod respond;
 pub mod server;
 pub mod snapshot;
+pub mod throttle;
 pub mod transparent;
 pub mod tunnel;
 pub mod upstream;
@@ -87,6 +89,8 @@ pub struct Proxy {
     slots: Arc<Semaphore>,
     /// Where substitutions and passed placeholders are recorded, if anywhere.
     pub audit: Option<crate::audit::AuditLog>,
+    /// Repeated warnings, logged once a minute per kind.
+    warnings: throttle::Throttle,
     leaves: LeafCache,
     client: upstream::Client,
     dialer: Arc<Dialer>,
@@ -137,6 +141,7 @@ impl Proxy {
             slots: Arc::new(Semaphore::new(limits.max_connections)),
             limits,
             audit: None,
+            warnings: throttle::Throttle::new(),
         }
     }
 

@@ -182,12 +182,7 @@ async fn tls(proxy: Arc<Proxy>, mut tcp: TcpStream, orig: SocketAddr) {
         Action::Intercept(_) => {
             Counters::add(&proxy.counters.intercepts, 1);
             tracing::info!(%orig, %host, action = "intercept", "transparent TLS");
-            let dest = Destination {
-                host,
-                port: orig.port(),
-                scheme: Scheme::Https,
-                pinned: Some(proxy.pinned(orig)),
-            };
+            let dest = Destination::new(host, orig.port(), Scheme::Https, Some(proxy.pinned(orig)));
             intercept::serve_tls(proxy, tcp, hello, dest).await;
         }
     }
@@ -226,12 +221,7 @@ async fn http_request(
         tracing::warn!(%orig, "transparent HTTP request refused: {}", refusal.message());
         return refusal.into_response();
     }
-    let dest = Destination {
-        host: named.host,
-        port: orig.port(),
-        scheme: Scheme::Http,
-        pinned: Some(pinned),
-    };
+    let dest = Destination::new(named.host, orig.port(), Scheme::Http, Some(pinned));
     exchange::run(proxy, dest, req).await
 }
 
