@@ -329,8 +329,10 @@ impl TokenSaver {
                 let Auth::McpOauth(oauth) = &mut next.auth else {
                     return Err(PersistError::Superseded);
                 };
-                oauth.access_token = update.access_token.clone();
-                oauth.expires_at.clone_from(&update.expires_at);
+                if let Some(access_token) = &update.access_token {
+                    oauth.access_token = access_token.clone();
+                    oauth.expires_at.clone_from(&update.expires_at);
+                }
                 if let (Some(refresh), Some(rotated)) = (&mut oauth.refresh, &update.refresh_token)
                 {
                     refresh.refresh_token = rotated.clone();

@@ -45,12 +45,15 @@ pub enum McpMatch {
     },
     /// Same host and scheme, another port.
     OtherPort {
-        /// A credential of this host and scheme.
+        /// A credential of this host and scheme: one whose path covers the
+        /// request's when there is one (the longest such), so that a log
+        /// line or audit record names the credential the request was
+        /// meant for.
         nearest: u32,
     },
     /// Same host, another scheme (e.g. plain http to an https server).
     OtherScheme {
-        /// A credential of this host.
+        /// A credential of this host, chosen as for `OtherPort`.
         nearest: u32,
     },
     /// No MCP credential names this host.
@@ -146,15 +149,24 @@ impl McpRoutes {
         let path = request_path(path);
         let unsafe_path = is_unsafe_path(path);
         let mut nearest: Option<(usize, u32)> = None;
-        let mut other_port = None;
-        let mut other_scheme = None;
+        // (covers the path, index): the first route that covers it, else
+        // the first one (routes are sorted longest prefix first).
+        let mut other_port: Option<(bool, u32)> = None;
+        let mut other_scheme: Option<(bool, u32)> = None;
+        let better =
+            |best: Option<(bool, u32)>, covers: bool| best.is_none_or(|(c, _)| covers && !c);
         for route in routes {
             let t = &route.target;
+            let covers = (t.is_root() || !unsafe_path) && t.covers(path);
             if t.scheme() != scheme {
-                other_scheme.get_or_insert(route.index);
+                if better(other_scheme, covers) {
+                    other_scheme = Some((covers, route.index));
+                }
             } else if t.port() != port {
-                other_port.get_or_insert(route.index);
-            } else if (t.is_root() || !unsafe_path) && t.covers(path) {
+                if better(other_port, covers) {
+                    other_port = Some((covers, route.index));
+                }
+            } else if covers {
                 return McpMatch::Hit(route.index);
             } else {
                 let score = shared_segments(t.prefix(), path);
@@ -165,8 +177,8 @@ impl McpRoutes {
         }
         match (nearest, other_port, other_scheme) {
             (Some((_, nearest)), _, _) => McpMatch::SamePathOutside { nearest },
-            (None, Some(nearest), _) => McpMatch::OtherPort { nearest },
-            (None, None, Some(nearest)) => McpMatch::OtherScheme { nearest },
+            (None, Some((_, nearest)), _) => McpMatch::OtherPort { nearest },
+            (None, None, Some((_, nearest))) => McpMatch::OtherScheme { nearest },
             (None, None, None) => McpMatch::None,
         }
     }
@@ -398,6 +410,29 @@ mod tests {
             r.lookup(Scheme::Http, &h, 443, "/sse"),
             McpMatch::OtherScheme { nearest: 0 }
         );
+        // Of several credentials, the one whose path it is (not merely the
+        // longest prefix) is named.
+        let two = McpRoutes::new(&config(&[
+            "https://mcp.example.com/sse",
+            "https://mcp.example.com/longer-prefix",
+        ]));
+        for (path, want) in [
+            ("/sse", 0),
+            ("/sse/x", 0),
+            ("/longer-prefix", 1),
+            ("/other", 1),
+        ] {
+            assert_eq!(
+                two.lookup(Scheme::Http, &h, 80, path),
+                McpMatch::OtherScheme { nearest: want },
+                "{path}"
+            );
+            assert_eq!(
+                two.lookup(Scheme::Https, &h, 8443, path),
+                McpMatch::OtherPort { nearest: want },
+                "{path}"
+            );
+        }
         let explained = r.explain(Scheme::Http, &h, 80, "/sse");
         assert_eq!(explained[0].verdict, RouteVerdict::OtherScheme);
         assert!(!explained[0].verdict.applies());

@@ -50,6 +50,7 @@ use super::bearer::{client_secret, BearerToken, Fingerprint};
 use super::oauth::RefreshRequest;
 use super::response::{parse_response, RefreshError, TokenResponse};
 use crate::model::Config;
+use crate::secret::Secret;
 
 /// How long before `expires_at` a token is refreshed, so that it does not
 /// expire between the check and the server reading it.
@@ -411,6 +412,7 @@ impl TokenBook {
             Ok(ok) => ok,
             Err(error) => return Err(slot.fail(epoch, error, now, after_401)),
         };
+        let presented = old_refresh.clone();
         let refresh_in_force = answer.refresh_token.clone().unwrap_or(old_refresh);
         let expires_at = answer
             .expires_in
@@ -420,47 +422,55 @@ impl TokenBook {
             Some(&refresh_in_force),
             secret.as_ref(),
         );
-        {
+        let superseded_by_update = {
             let mut st = slot.state();
-            if st.epoch != epoch {
-                return superseded(slot, &st, now);
+            if st.epoch == epoch {
+                st.own = Some(own);
             }
-            st.own = Some(own);
+            st.epoch != epoch
+        };
+        if superseded_by_update {
+            return self
+                .superseded_refresh(slot, &presented, answer.refresh_token, now)
+                .await;
         }
         let update = TokenUpdate {
             id: slot.id.clone(),
-            access_token: answer.access_token,
+            access_token: Some(answer.access_token),
             expires_at: expires_at.and_then(|t| t.format(&Rfc3339).ok()),
-            refresh_token: answer.refresh_token,
+            refresh_token: answer.refresh_token.clone(),
             replaces,
         };
-        let saved = tokio::time::timeout(PERSIST_TIMEOUT, self.persist.save(update))
-            .await
-            .unwrap_or_else(|_| {
-                Err(PersistError::Failed(format!(
-                    "no answer within {}s",
-                    PERSIST_TIMEOUT.as_secs()
-                )))
-            });
-        let mut st = slot.state();
-        match saved {
-            Ok(()) => {
-                if st.epoch == epoch {
-                    st.configured = own;
-                    st.own = None;
+        let saved = self.save(update).await;
+        let superseded_save = {
+            let mut st = slot.state();
+            match saved {
+                Ok(()) => {
+                    if st.epoch == epoch {
+                        st.configured = own;
+                        st.own = None;
+                    }
+                    false
+                }
+                Err(PersistError::Superseded) => {
+                    if st.epoch == epoch {
+                        st.own = None;
+                    }
+                    true
+                }
+                Err(e @ PersistError::Failed(_)) => {
+                    slot.persist_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(credential = %slot.id, error = %e, "mcp: refreshed tokens not saved; using them from memory");
+                    false
                 }
             }
-            Err(PersistError::Superseded) => {
-                if st.epoch == epoch {
-                    st.own = None;
-                }
-                return superseded(slot, &st, now);
-            }
-            Err(e @ PersistError::Failed(_)) => {
-                slot.persist_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(credential = %slot.id, error = %e, "mcp: refreshed tokens not saved; using them from memory");
-            }
+        };
+        if superseded_save {
+            return self
+                .superseded_refresh(slot, &presented, answer.refresh_token, now)
+                .await;
         }
+        let mut st = slot.state();
         if st.epoch != epoch {
             return superseded(slot, &st, now);
         }
@@ -473,6 +483,86 @@ impl TokenBook {
         slot.refreshes_ok.fetch_add(1, Ordering::Relaxed);
         tracing::info!(credential = %slot.id, expires_at = ?expires_at, "mcp: access token refreshed");
         Ok(token)
+    }
+
+    /// Saves `update` within [`PERSIST_TIMEOUT`].
+    async fn save(&self, update: TokenUpdate) -> Result<(), PersistError> {
+        tokio::time::timeout(PERSIST_TIMEOUT, self.persist.save(update))
+            .await
+            .unwrap_or_else(|_| {
+                Err(PersistError::Failed(format!(
+                    "no answer within {}s",
+                    PERSIST_TIMEOUT.as_secs()
+                )))
+            })
+    }
+
+    /// A refresh whose tokens an update of the config replaced meanwhile:
+    /// the configured tokens answer. The refreshed access token is
+    /// dropped, but a refresh token the server rotated to is kept when the
+    /// config still holds the one `presented` (an update of the access
+    /// token alone): the server has revoked that one, so dropping the
+    /// rotation would need the user to re-authorise at the next refresh.
+    async fn superseded_refresh(
+        &self,
+        slot: &Slot,
+        presented: &Secret,
+        rotated: Option<Secret>,
+        now: OffsetDateTime,
+    ) -> Result<BearerToken, TokenError> {
+        if let Some(rotated) = rotated {
+            self.keep_rotation(slot, presented, rotated).await;
+        }
+        let st = slot.state();
+        superseded(slot, &st, now)
+    }
+
+    /// See [`TokenBook::superseded_refresh`]: saves `rotated` in place of
+    /// `presented` when the config in force still holds it.
+    async fn keep_rotation(&self, slot: &Slot, presented: &Secret, rotated: Secret) {
+        let (update, epoch, own) = {
+            let mut st = slot.state();
+            let (Some(refresh), Some(token)) = (&st.refresh, &st.token) else {
+                return;
+            };
+            if refresh.refresh_token.expose() != presented.expose() || st.own.is_some() {
+                return;
+            }
+            let secret = client_secret(&refresh.token_endpoint_auth);
+            let own = Fingerprint::oauth(token.token(), Some(&rotated), secret);
+            let update = TokenUpdate {
+                id: slot.id.clone(),
+                access_token: None,
+                expires_at: None,
+                refresh_token: Some(rotated.clone()),
+                replaces: st.configured,
+            };
+            st.own = Some(own);
+            (update, st.epoch, own)
+        };
+        let saved = self.save(update).await;
+        let mut st = slot.state();
+        if st.epoch != epoch {
+            return;
+        }
+        match saved {
+            Ok(()) => {
+                st.configured = own;
+                st.own = None;
+            }
+            Err(PersistError::Superseded) => {
+                st.own = None;
+                return;
+            }
+            Err(e @ PersistError::Failed(_)) => {
+                slot.persist_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(credential = %slot.id, error = %e, "mcp: the rotated refresh token was not saved; using it from memory");
+            }
+        }
+        if let Some(refresh) = st.refresh.as_mut() {
+            refresh.refresh_token = rotated;
+        }
+        tracing::info!(credential = %slot.id, "mcp: tokens changed during a refresh; the refresh token the server rotated to is kept");
     }
 }
 

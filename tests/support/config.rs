@@ -20,6 +20,7 @@ use serde_json::{json, Map, Value};
 pub struct Config {
     egress: Option<Vec<String>>,
     credentials: Vec<Credential>,
+    raw: Vec<Value>,
 }
 
 impl Config {
@@ -40,6 +41,13 @@ impl Config {
         self
     }
 
+    /// Adds a credential written as JSON (an MCP credential, which
+    /// [`Credential`] does not build), after the others.
+    pub fn raw_credential(mut self, credential: Value) -> Config {
+        self.raw.push(credential);
+        self
+    }
+
     /// The file's text, pretty-printed JSON.
     pub fn json(&self) -> String {
         let mut file = Map::new();
@@ -49,7 +57,12 @@ impl Config {
                 json!({"type": "limited", "allowed_hosts": hosts}),
             );
         }
-        let credentials = self.credentials.iter().map(Credential::to_json).collect();
+        let credentials = self
+            .credentials
+            .iter()
+            .map(Credential::to_json)
+            .chain(self.raw.iter().cloned())
+            .collect();
         file.insert("credentials".into(), Value::Array(credentials));
         serde_json::to_string_pretty(&Value::Object(file)).expect("config JSON") + "\n"
     }

@@ -99,6 +99,7 @@ pub fn one_credential(auth: &str) -> String {
 pub mod admin;
 pub mod client;
 pub mod config;
+pub mod mcp;
 pub mod proxy;
 pub mod sandbox;
 pub mod scripted;

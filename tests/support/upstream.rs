@@ -445,12 +445,27 @@ pub async fn plain_upstream() -> Upstream {
 /// As [`plain_upstream`], on `ip`.
 pub async fn plain_upstream_at(ip: IpAddr) -> Upstream {
     let requests = Arc::new(Mutex::new(Vec::new()));
+    let recorded = requests.clone();
+    let (addr, accepted) = serve_plain(ip, move |req| respond(recorded.clone(), req)).await;
+    Upstream {
+        addr,
+        requests,
+        accepted,
+    }
+}
+
+/// Serves `handler` over plain HTTP/1.1 on `ip`. Returns the address, and
+/// the count of TCP connections accepted.
+pub async fn serve_plain<H, Fut>(ip: IpAddr, handler: H) -> (SocketAddr, Arc<AtomicUsize>)
+where
+    H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Response<TestBody>, Infallible>> + Send + 'static,
+{
     let accepted = Arc::new(AtomicUsize::new(0));
-    let (recorded, count) = (requests.clone(), accepted.clone());
+    let count = accepted.clone();
     let addr = listen_at(ip, move |tcp| {
         count.fetch_add(1, Ordering::SeqCst);
-        let recorded = recorded.clone();
-        let svc = service_fn(move |req| respond(recorded.clone(), req));
+        let svc = service_fn(handler.clone());
         async move {
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(tcp), svc)
@@ -458,11 +473,7 @@ pub async fn plain_upstream_at(ip: IpAddr) -> Upstream {
         }
     })
     .await;
-    Upstream {
-        addr,
-        requests,
-        accepted,
-    }
+    (addr, accepted)
 }
 
 /// The Authorization header of the last request, if its path starts with `path`.

@@ -53,10 +53,12 @@ pub trait TokenEndpoint: Send + Sync {
 pub struct TokenUpdate {
     /// The credential.
     pub id: String,
-    /// The new access token.
-    pub access_token: Secret,
-    /// RFC 3339, or `None` when the server gave no `expires_in`: write the
-    /// expiry as unknown (remove it).
+    /// The new access token; `None` keeps the stored one and its expiry
+    /// (only `refresh_token` is saved: a rotation kept after an admin
+    /// update superseded the refresh, see [`TokenBook`](super::TokenBook)).
+    pub access_token: Option<Secret>,
+    /// With an access token: RFC 3339, or `None` when the server gave no
+    /// `expires_in`: write the expiry as unknown (remove it).
     pub expires_at: Option<String>,
     /// A rotated refresh token; `None` keeps the stored one.
     pub refresh_token: Option<Secret>,

@@ -132,6 +132,8 @@ struct FakePersist {
     in_force_at_save: Mutex<Vec<String>>,
     fail: AtomicBool,
     superseded: AtomicBool,
+    /// Answers the next save (only) with `Superseded`.
+    superseded_once: AtomicBool,
     apply_first: Mutex<Option<Config>>,
     book: OnceLock<Weak<TokenBook>>,
 }
@@ -150,7 +152,9 @@ impl TokenPersist for FakePersist {
                 }
             }
             self.saves.lock().unwrap().push(update);
-            if self.superseded.load(Ordering::SeqCst) {
+            if self.superseded.load(Ordering::SeqCst)
+                || self.superseded_once.swap(false, Ordering::SeqCst)
+            {
                 Err(PersistError::Superseded)
             } else if self.fail.load(Ordering::SeqCst) {
                 Err(PersistError::Failed("disk full".into()))
@@ -238,7 +242,7 @@ async fn an_expiring_token_is_refreshed_and_saved_before_use() {
         let saves = h.persist.saves.lock().unwrap();
         let save = &saves[0];
         assert_eq!(save.id, "o");
-        assert_eq!(save.access_token.expose(), "at_1");
+        assert_eq!(save.access_token.as_ref().unwrap().expose(), "at_1");
         assert_eq!(save.refresh_token.as_ref().unwrap().expose(), "rt_1");
         assert_eq!(save.expires_at.as_deref(), Some("2030-01-01T00:59:30Z"));
         assert_eq!(
@@ -396,6 +400,43 @@ async fn a_superseded_save_drops_the_refreshed_tokens() {
     let t = h.book.bearer("o", late()).await.unwrap();
     assert_eq!(expose(&t), "at_admin");
     assert_eq!(h.book.stats()[0].refreshes_ok, 0);
+}
+
+#[tokio::test]
+async fn a_superseded_refresh_keeps_a_rotation_the_update_did_not_replace() {
+    let h = harness(&config(&[oauth("o", "at_0", "rt_0", EXPIRY)]));
+    // During the save, an admin update replaces the access token alone.
+    let admin = config(&[oauth("o", "at_admin", "rt_0", "2030-06-01T00:00:00Z")]);
+    *h.persist.apply_first.lock().unwrap() = Some(admin.clone());
+    h.persist.superseded_once.store(true, Ordering::SeqCst);
+    let t = h.book.bearer("o", late()).await.unwrap();
+    assert_eq!(expose(&t), "at_admin");
+    {
+        let saves = h.persist.saves.lock().unwrap();
+        assert_eq!(saves.len(), 2, "{saves:?}");
+        assert!(saves[1].access_token.is_none());
+        assert_eq!(saves[1].refresh_token.as_ref().unwrap().expose(), "rt_1");
+        assert_eq!(
+            saves[1].replaces,
+            Fingerprint::of(&admin.credentials[0].auth).unwrap()
+        );
+    }
+    // The next refresh presents the refresh token the server rotated to.
+    h.book.after_unauthorized("o", &t, late()).await.unwrap();
+    assert!(h.endpoint.last_body().contains("refresh_token=rt_1&"));
+    // An update that replaced the refresh token too keeps it.
+    let h = harness(&config(&[oauth("o", "at_0", "rt_0", EXPIRY)]));
+    *h.persist.apply_first.lock().unwrap() = Some(config(&[oauth(
+        "o",
+        "at_admin",
+        "rt_admin",
+        "2030-06-01T00:00:00Z",
+    )]));
+    h.persist.superseded_once.store(true, Ordering::SeqCst);
+    let t = h.book.bearer("o", late()).await.unwrap();
+    assert_eq!(h.persist.saves.lock().unwrap().len(), 1);
+    h.book.after_unauthorized("o", &t, late()).await.unwrap();
+    assert!(h.endpoint.last_body().contains("refresh_token=rt_admin&"));
 }
 
 #[tokio::test]
