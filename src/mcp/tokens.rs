@@ -207,7 +207,8 @@ impl TokenBook {
     }
 
     /// The token for a request to credential `id`'s MCP server at `now`,
-    /// refreshing first when it is about to expire.
+    /// refreshing first when it is about to expire. When that early
+    /// refresh fails transiently, the still-valid token is served.
     pub async fn bearer(&self, id: &str, now: OffsetDateTime) -> Result<BearerToken, TokenError> {
         let slot = self.slot(id)?;
         let step = slot.state().step(&slot.id, now);
@@ -222,7 +223,17 @@ impl TokenBook {
         match step {
             Step::Ready(token) => Ok(token),
             Step::Fail(e) => Err(e),
-            Step::Refresh => self.refresh(&slot, now, false).await,
+            Step::Refresh => match self.refresh(&slot, now, false).await {
+                Ok(token) => Ok(token),
+                // A refresh made ahead of the expiry failed transiently: a
+                // token the clock says is still valid is served (the next
+                // attempt comes after the backoff); an expired one or a
+                // refused refresh is not.
+                Err(e) => match slot.state().step(&slot.id, now) {
+                    Step::Ready(token) => Ok(token),
+                    _ => Err(e),
+                },
+            },
         }
     }
 

@@ -487,16 +487,15 @@ async fn invalid_grant_fails_fast_until_new_tokens_are_configured() {
 async fn transient_failures_back_off_then_retry() {
     let h = harness(&config(&[oauth("o", "at_0", "rt_0", EXPIRY)]));
     h.endpoint.then(Answer::Reply(503, "busy"));
+    // The refresh ahead of the expiry fails, but the token is still valid
+    // by the clock: served, to this request and within the backoff.
     let first = at("2029-12-31T23:59:20Z");
-    let e = h.book.bearer("o", first).await.unwrap_err();
-    assert!(matches!(
-        e,
-        TokenError::Refresh {
-            reason: RefreshError::Server { status: 503 },
-            ..
-        }
-    ));
-    // Within the backoff, the token is still valid by the clock: served.
+    let t = h.book.bearer("o", first).await.unwrap();
+    assert_eq!(expose(&t), "at_0");
+    assert_eq!(
+        h.book.needs_reauthorisation()[0].1,
+        RefreshError::Server { status: 503 }
+    );
     let t = h
         .book
         .bearer("o", at("2029-12-31T23:59:40Z"))
@@ -521,11 +520,14 @@ async fn an_expired_token_is_not_served_during_the_backoff() {
     h.endpoint.then(Answer::Fail(RefreshError::Transport(
         "connection refused".into(),
     )));
-    assert!(h
+    // Still valid when the early refresh fails: served.
+    let t = h
         .book
         .bearer("o", at("2029-12-31T23:59:50Z"))
         .await
-        .is_err());
+        .unwrap();
+    assert_eq!(expose(&t), "at_0");
+    // Expired, within the backoff: not served.
     let e = h
         .book
         .bearer("o", at("2030-01-01T00:00:05Z"))
@@ -598,7 +600,12 @@ async fn waiting_for_another_refresh_is_bounded() {
 async fn a_silent_token_endpoint_times_out() {
     let h = harness(&config(&[oauth("o", "at_0", "rt_0", EXPIRY)]));
     h.endpoint.then(Answer::Hang);
-    let e = h.book.bearer("o", late()).await.unwrap_err();
+    // Expired: nothing to fall back on.
+    let e = h
+        .book
+        .bearer("o", at("2030-01-01T00:00:01Z"))
+        .await
+        .unwrap_err();
     assert!(matches!(
         e,
         TokenError::Refresh {
