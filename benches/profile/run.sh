@@ -6,6 +6,11 @@
 # line per request; PROFILE_RUST_LOG overrides it).
 #
 #   bash benches/profile/run.sh [REQUESTS]      (default 400)
+#   PROFILE_FLAMEGRAPH=1 bash benches/profile/run.sh [REQUESTS]
+#       also samples keyhole with perf (cpu-clock, DWARF call graphs) under
+#       the intercepted HTTP/1.1 load and writes a flame graph to
+#       target/profile/flame-intercept-h1.svg (needs linux-perf and
+#       inferno: cargo install inferno).
 #
 # callgrind counts instructions, not seconds, so the figures repeat for the
 # same binary and inputs whatever else the machine does (within about 1%:
@@ -113,9 +118,47 @@ profile() {
   callgrind_annotate "$out.2" 2>/dev/null | awk '/file:function/{on=1} on && n++ < 40' >"$OUT/top.$name.txt"
 }
 
+# keyhole sampled by perf while curl sends N requests on each of 8
+# connections at once; the stacks folded into a flame graph.
+flame() {
+  local name="$1" scheme="$2" host="$3" port="$4" version="$5"
+  local log="$WORK/$name-perf.log"
+  RUST_LOG="${PROFILE_RUST_LOG:-info}" "$BIN" run --config "$WORK/config.json" --state-dir "$WORK/state" \
+    --listen 127.0.0.1:0 --upstream-ca "$WORK/ca.pem" --resolve "prof.test:$TLS_PORT:127.0.0.1" \
+    --resolve "plain.test:$PLAIN_PORT:127.0.0.1" >"$log" 2>&1 &
+  local kh=$!
+  local addr=""
+  for _ in $(seq 1 100); do
+    addr=$(sed -n 's/^keyhole listening on //p' "$log")
+    [ -n "$addr" ] && break
+    sleep 0.1
+  done
+  local url="$scheme://$host:$port/p" urls=()
+  for _ in $(seq 1 "$N"); do urls+=("$url"); done
+  perf record -F 1999 --call-graph dwarf,16384 -o "$WORK/$name.perf" -p "$kh" 2>/dev/null &
+  local rec=$!
+  sleep 0.5
+  local clients=()
+  for _ in 1 2 3 4 5 6 7 8; do
+    curl -sS "$version" --proxy "http://$addr" --cacert "$WORK/state/ca.pem" \
+      -H "Authorization: Bearer $TOKEN" "${urls[@]}" >/dev/null &
+    clients+=($!)
+  done
+  wait "${clients[@]}" || true
+  kill -INT "$rec"; wait "$rec" || true
+  kill -TERM "$kh"; wait "$kh" || true
+  perf script -i "$WORK/$name.perf" 2>/dev/null | inferno-collapse-perf >"$OUT/$name.folded"
+  inferno-flamegraph --title "keyhole: $name, $N x 8 requests (perf, cpu-clock)" \
+    <"$OUT/$name.folded" >"$OUT/flame-$name.svg"
+  echo "flame graph: $OUT/flame-$name.svg"
+}
+
 echo "keyhole instructions per request (callgrind; marginal cost between $N and $((2 * N)) requests on one connection)"
 profile plain http plain.test "$PLAIN_PORT" --http1.1
 profile intercept-h1 https prof.test "$TLS_PORT" --http1.1
 profile intercept-h2 https prof.test "$TLS_PORT" --http2
 profile tunnel https tunnel.test "$TLS_PORT" --http1.1
 echo "top functions: $OUT/top.*.txt; dumps: $OUT/callgrind.out.*.{1,2}"
+if [ -n "${PROFILE_FLAMEGRAPH:-}" ]; then
+  flame intercept-h1 https prof.test "$TLS_PORT" --http1.1
+fi
