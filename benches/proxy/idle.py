@@ -1,15 +1,20 @@
 #!/usr/bin/env python3
 """Connection-level measurements for benches/proxy/run.sh (standard library
-only): memory per idle intercepted connection, and the latency of the first
-request to a new host (cold leaf) against a new connection to a host whose
-leaf is cached.
+only): memory per idle intercepted connection (and the peak with many of
+them open), the latency of the first request to a new host (cold leaf)
+against a new connection to a host whose leaf is cached, and one request
+for the set-up checks.
 
     idle.py idle --proxy 127.0.0.1:PORT --target bench.test:PORT --ca CA.pem \
         --auth 'Bearer kh_ph_...' --pid PID --count 2000
     idle.py cold --proxy 127.0.0.1:PORT --port PORT --port2 PORT2 --ca CA.pem \
         --upstream-ca BENCHCA.pem --auth ... --hosts 40
+    idle.py get --target bench.test:PORT --ca CA.pem --auth ... --path /echo \
+        [--proxy 127.0.0.1:PORT]
 
-Each prints one JSON object on stdout.
+Each prints one JSON object on stdout. `get` without --proxy dials the
+name itself (inside `keyhole sandbox`: the sandbox's DNS, then the
+redirect to keyhole).
 """
 
 import argparse
@@ -28,6 +33,19 @@ def status_kb(pid, field):
             if line.startswith(field + ":"):
                 return int(line.split()[1])
     raise KeyError(field)
+
+
+def anon_kb(pid):
+    """Anonymous memory (heap, stacks) of /proc/PID/smaps_rollup, in kB: the
+    part of RSS that connections grow, as opposed to the mapped binary."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Anonymous:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
 
 
 def fd_count(pid):
@@ -82,8 +100,8 @@ async def connect_via(proxy, host, port, ctx):
     return reader, writer
 
 
-async def connect_direct(host, port, ctx):
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+async def connect_direct(host, port, ctx, addr="127.0.0.1"):
+    reader, writer = await asyncio.open_connection(addr, port)
     await writer.start_tls(ctx, server_hostname=host)
     return reader, writer
 
@@ -113,6 +131,7 @@ async def idle(args):
     w.close()
     await asyncio.sleep(1.0)
     before = status_kb(args.pid, "VmRSS")
+    anon_before = anon_kb(args.pid)
     fds_before = fd_count(args.pid)
 
     sem = asyncio.Semaphore(args.parallel)
@@ -136,6 +155,7 @@ async def idle(args):
     await asyncio.sleep(args.settle)
     after = status_kb(args.pid, "VmRSS")
     hwm = status_kb(args.pid, "VmHWM")
+    anon_after = anon_kb(args.pid)
     fds_after = fd_count(args.pid)
 
     # Every connection must still be open and usable: one more request each.
@@ -169,6 +189,9 @@ async def idle(args):
         "rss_before_kb": before,
         "rss_after_kb": after,
         "hwm_kb": hwm,
+        "anon_before_kb": anon_before,
+        "anon_after_kb": anon_after,
+        "threads": status_kb(args.pid, "Threads"),
         "fds_before": fds_before,
         "fds_after": fds_after,
         "per_conn_kb": round((after - before) / n, 2) if n else None,
@@ -230,6 +253,18 @@ async def cold(args):
     print(json.dumps(out))
 
 
+async def fetch(args):
+    host, port = hostport(args.target)
+    ctx = tls_context(args.ca)
+    if args.proxy:
+        r, w = await connect_via(hostport(args.proxy), host, port, ctx)
+    else:
+        r, w = await connect_direct(host, port, ctx, addr=host)
+    status, body = await get(r, w, host, port, args.auth, args.path)
+    w.close()
+    print(json.dumps({"status": status, "body": body.decode("utf-8", "replace")}))
+
+
 def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -250,8 +285,14 @@ def main():
     c.add_argument("--upstream-ca", required=True)
     c.add_argument("--auth", default="")
     c.add_argument("--hosts", type=int, default=40)
+    g = sub.add_parser("get")
+    g.add_argument("--target", required=True)
+    g.add_argument("--ca", required=True)
+    g.add_argument("--auth", default="")
+    g.add_argument("--path", default="/")
+    g.add_argument("--proxy")
     args = ap.parse_args()
-    asyncio.run(idle(args) if args.cmd == "idle" else cold(args))
+    asyncio.run({"idle": idle, "cold": cold, "get": fetch}[args.cmd](args))
 
 
 if __name__ == "__main__":

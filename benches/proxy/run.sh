@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # keyhole proxy benchmark: one entry point.
 #
-#   benches/proxy/run.sh            full run (~10 min plus the build): results in docs/perf/
-#   benches/proxy/run.sh --quick    ~2.5 min, 2 s per point: results in target/bench-proxy/
+#   benches/proxy/run.sh            full run (~13 min plus the build): results in docs/perf/
+#   benches/proxy/run.sh --quick    ~4 min, 2 s per point: results in target/bench-proxy/
+#   benches/proxy/run.sh --ci       one short pass of each workload (~75 s): target/bench-proxy/
 #
-# Installs what is missing (wrk, nginx, squid from apt; oha with cargo;
-# mitmproxy and matplotlib with pip in target/bench-proxy/venv), builds
-# keyhole --release, then runs bench.py inside a private network namespace
-# whose only interface is loopback, so nothing it starts can reach another
-# address. Other options are passed to bench.py (see bench.py --help).
+# Installs what is missing (wrk, nginx, HAProxy, squid, nftables from apt;
+# oha with cargo; mitmproxy and matplotlib with pip in
+# target/bench-proxy/venv), builds keyhole --release (unless --keyhole PATH
+# names a binary), then runs bench.py inside a private network namespace
+# whose only interface is loopback, with a second address on it for the
+# keyhole sandbox rows, so nothing it starts can reach another address.
+# Other options are passed to bench.py (see bench.py --help).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -16,12 +19,24 @@ ROOT=$(cd "$HERE/../.." && pwd)
 VENV=${BENCH_VENV:-$ROOT/target/bench-proxy/venv}
 OHA_VERSION=1.16.0
 
-quick=0
+# The upstream's second address (bench.py's ALT_ADDR), on the namespace's loopback.
+ALT_ADDR=10.99.0.1
+
+mode=full
+keyhole=
+out_dir=
+prev=
 for a in "$@"; do
   case $a in
-    --quick) quick=1 ;;
-    -h|--help) sed -n '2,13p' "$0"; exec python3 "$HERE/bench.py" --help ;;
+    --quick) mode=quick ;;
+    --ci) mode=ci ;;
+    --keyhole=*) keyhole=${a#--keyhole=} ;;
+    --out-dir=*) out_dir=${a#--out-dir=} ;;
+    -h|--help) sed -n '2,14p' "$0"; exec python3 "$HERE/bench.py" --help ;;
   esac
+  [ "$prev" = --keyhole ] && keyhole=$a
+  [ "$prev" = --out-dir ] && out_dir=$a
+  prev=$a
 done
 
 say() { printf '%s\n' "$*" >&2; }
@@ -31,6 +46,8 @@ apt_missing=()
 command -v wrk >/dev/null || apt_missing+=(wrk)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || apt_missing+=(nginx-light)
 command -v squid >/dev/null || [ -x /usr/sbin/squid ] || apt_missing+=(squid)
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || apt_missing+=(haproxy)
+command -v nft >/dev/null || [ -x /usr/sbin/nft ] || apt_missing+=(nftables)
 command -v openssl >/dev/null || apt_missing+=(openssl)
 command -v unshare >/dev/null || apt_missing+=(util-linux)
 command -v ip >/dev/null || [ -x /usr/sbin/ip ] || apt_missing+=(iproute2)
@@ -57,13 +74,17 @@ if [ ! -x "$VENV/bin/mitmdump" ] || ! "$VENV/bin/python" -c 'import matplotlib' 
 fi
 
 # --- keyhole -----------------------------------------------------------------
-say "building keyhole (release)"
-(cd "$ROOT" && cargo build --release --quiet --bin keyhole)
+if [ -z "$keyhole" ]; then
+  say "building keyhole (release)"
+  (cd "$ROOT" && cargo build --release --quiet --bin keyhole)
+else
+  say "keyhole: $keyhole (not built)"
+fi
 
 # --- run ---------------------------------------------------------------------
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 if (($(ulimit -n) < 8192)); then
-  say "warning: ulimit -n is $(ulimit -n); the 2,000-connection test needs about 6,000"
+  say "warning: ulimit -n is $(ulimit -n); the 5,000-connection test needs more than 5,000 per process"
 fi
 
 if busy=$(pgrep -fa 'fuzz' | grep -v pgrep); then
@@ -72,12 +93,12 @@ if busy=$(pgrep -fa 'fuzz' | grep -v pgrep); then
 fi
 
 stamp=$(date -u +%F)
-if ((quick)); then
-  out_dir="$ROOT/target/bench-proxy"
-  txt="$out_dir/proxy-$stamp-quick.txt"
-else
-  out_dir="$ROOT/docs/perf"
+if [ "$mode" = full ]; then
+  out_dir=${out_dir:-$ROOT/docs/perf}
   txt="$out_dir/proxy-$stamp.txt"
+else
+  out_dir=${out_dir:-$ROOT/target/bench-proxy}
+  txt="$out_dir/proxy-$stamp-$mode.txt"
 fi
 mkdir -p "$out_dir"
 
@@ -85,7 +106,11 @@ args=(python3 "$HERE/bench.py" --keyhole "$ROOT/target/release/keyhole" --oha "$
       --venv "$VENV" --out-dir "$out_dir" --stamp "$stamp" "$@")
 if unshare --net true 2>/dev/null; then
   # A fresh network namespace: loopback only, and no other listener in it.
-  unshare --net -- bash -c 'ip link set lo up && exec "$@"' bash "${args[@]}" 2>&1 | tee "$txt"
+  # ALT_ADDR on its loopback is the upstream's address for the keyhole
+  # sandbox rows (the sandbox leaves 127.0.0.0/8 alone); it exists only in
+  # this namespace.
+  unshare --net -- bash -c 'ip link set lo up && ip addr add "$0/32" dev lo && exec "$@"' \
+    "$ALT_ADDR" "${args[@]}" 2>&1 | tee "$txt"
 else
   say "unshare --net is not permitted here: running in the host's network namespace"
   "${args[@]}" 2>&1 | tee "$txt"
