@@ -103,6 +103,8 @@ pub struct Proxy {
     pub transparent_raw: bool,
     /// The live token of every MCP credential.
     tokens: Arc<TokenBook>,
+    /// Upstream clients of transparent connections, by original address.
+    pinned: std::sync::Mutex<std::collections::HashMap<SocketAddr, upstream::Client>>,
     tasks: Tasks,
 }
 
@@ -135,6 +137,7 @@ impl Proxy {
             leaves,
             client,
             tokens: Arc::new(tokens),
+            pinned: Default::default(),
             dialer,
             tasks: Tasks::new(),
             counters: Counters::default(),
@@ -174,12 +177,24 @@ impl Proxy {
         &self.tokens
     }
 
-    /// A destination address with a client of its own that dials only it.
+    /// A destination address with the client that dials only it. One
+    /// client (and so one pool of upstream connections) per address, shared
+    /// by every transparent connection to it, as the CONNECT path shares
+    /// its pool: a new client connection need not open a new upstream one.
     fn pinned(&self, addr: SocketAddr) -> exchange::Pinned {
-        exchange::Pinned {
-            addr,
-            client: upstream::pinned_client(self.tls.clone(), self.dialer.clone(), addr),
-        }
+        let new = || upstream::pinned_client(self.tls.clone(), self.dialer.clone(), addr);
+        let client = match self.pinned.lock() {
+            Ok(mut clients) => match clients.get(&addr) {
+                Some(client) => client.clone(),
+                None if clients.len() < limits::MAX_PINNED_CLIENTS => {
+                    clients.entry(addr).or_insert_with(new).clone()
+                }
+                // Full: a client of its own, dropped with its connection.
+                None => new(),
+            },
+            Err(_) => new(),
+        };
+        exchange::Pinned { addr, client }
     }
 
     /// Answers DNS questions on `socket` (the sandbox's DNS, see
