@@ -113,13 +113,26 @@ async fn silent_tunnels_are_closed_after_the_idle_timeout() {
 fn bad_limit_flags_are_refused() {
     for (flag, value) in [
         ("--idle-timeout", "0"),
-        ("--connect-timeout", "-1"),
+        ("--connect-timeout=-1", ""),
         ("--max-connections", "0"),
+        ("--workers", "0"),
     ] {
+        // A valid config, so that only the flag can be the refusal.
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("keyhole.json");
+        std::fs::write(&config, OPEN).unwrap();
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_keyhole"))
-            .args(["run", "--config", "/dev/null", flag, value])
+            .args(["run", "--config"])
+            .arg(&config)
+            .args(["--state-dir"])
+            .arg(dir.path())
+            .args(["--listen", "127.0.0.1:0", flag])
+            .args((!value.is_empty()).then_some(value))
             .output()
             .unwrap();
         assert!(!out.status.success(), "{flag} {value}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let name = flag.split('=').next().unwrap_or(flag);
+        assert!(stderr.contains(name), "{flag} {value}: {stderr}");
     }
 }

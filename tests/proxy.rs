@@ -616,10 +616,14 @@ async fn a_slow_upstream_gets_504() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn upstream_connections_are_pooled_across_clients() {
-    let w = world(Alpn::Both).start().await;
-    for _ in 0..3 {
+/// Upstream connections opened for `clients` client connections in turn,
+/// each with one intercepted request, with `--workers workers`.
+async fn upstream_connections_for(workers: &str, clients: usize) -> usize {
+    let w = world(Alpn::Both)
+        .args(&["--workers", workers])
+        .start()
+        .await;
+    for _ in 0..clients {
         w.curl_ok(&[
             "-H",
             &format!("Authorization: Bearer {API_PLACEHOLDER}"),
@@ -627,12 +631,25 @@ async fn upstream_connections_are_pooled_across_clients() {
         ])
         .await;
     }
-    assert_eq!(w.upstream().received().len(), 3);
+    assert_eq!(w.upstream().received().len(), clients);
+    w.upstream().connections()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_connections_are_pooled_across_clients() {
+    let opened = upstream_connections_for("1", 3).await;
     assert_eq!(
-        w.upstream().connections(),
-        1,
+        opened, 1,
         "three client connections, one upstream connection"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_worker_pools_its_own_upstream_connections() {
+    // Client connections are dealt to the two workers in turn; each keeps
+    // the upstream connection its first request opened.
+    let opened = upstream_connections_for("2", 6).await;
+    assert_eq!(opened, 2, "one upstream connection per worker");
 }
 
 #[tokio::test(flavor = "multi_thread")]

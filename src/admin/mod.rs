@@ -107,15 +107,12 @@ impl Admin {
             header_read_timeout: HEADER_READ_TIMEOUT,
             max_header_bytes: MAX_HEADER_BYTES,
         };
-        server::accept_loop(
-            &listener,
-            &slots,
-            WhenFull::Wait,
-            &tasks,
-            shutdown,
-            |tcp, peer, permit| {
-                let admin = self.clone();
-                let stop = tasks.stop_signal();
+        server::accept_loop(&listener, &slots, WhenFull::Wait, &tasks, None, shutdown, {
+            let stop = tasks.stop_signal();
+            let admin = self.clone();
+            move |tcp, peer, permit| {
+                let admin = admin.clone();
+                let stop = stop.clone();
                 async move {
                     let _permit = permit;
                     let handler = move |req| {
@@ -130,8 +127,8 @@ impl Admin {
                         tracing::debug!(%peer, error = %e, "admin connection ended with an error");
                     }
                 }
-            },
-        )
+            }
+        })
         .await;
         tasks.shutdown(SHUTDOWN_GRACE).await;
     }

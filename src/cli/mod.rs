@@ -135,6 +135,10 @@ pub struct RunArgs {
     /// Log line format (the level comes from RUST_LOG, default info).
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: crate::logging::LogFormat,
+    /// Threads that serve connections, each running its own connections
+    /// start to end [default: one per CPU].
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
 }
 
 /// Arguments of `keyhole exec` and `keyhole sandbox`: every flag of `run`,

@@ -2,6 +2,7 @@
 //! `--admin`), serve until SIGTERM or SIGINT.
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -18,6 +19,7 @@ use crate::proxy::destination::Guard;
 use crate::proxy::limits::Limits;
 use crate::proxy::resolve::{Pins, ResolveArgError};
 use crate::proxy::upstream::Dialer;
+use crate::proxy::workers::Workers;
 use crate::proxy::{Proxy, Snapshot};
 use crate::reload;
 use crate::state::{self, StateError};
@@ -56,9 +58,12 @@ pub fn run(args: &RunArgs) -> ExitCode {
     })
 }
 
-/// The multi-threaded runtime both `run` and `exec` serve on.
+/// The runtime `run`, `exec` and `sandbox` start on: it accepts
+/// connections (and hands each to a worker, see [`Workers`]), serves the
+/// admin API, reloads, signals and the sandbox's DNS. One thread is enough
+/// for that; the requests are the workers'.
 pub(super) fn runtime() -> Option<tokio::runtime::Runtime> {
-    match tokio::runtime::Builder::new_multi_thread()
+    match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
@@ -105,6 +110,14 @@ pub enum StartError {
         addr: String,
         /// "the proxy" or "the admin API (never the proxy's address)".
         what: &'static str,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The worker threads cannot be started.
+    #[error("cannot start {count} worker threads: {source}; lower --workers")]
+    Workers {
+        /// How many were asked for.
+        count: usize,
         /// What the OS said.
         source: std::io::Error,
     },
@@ -327,6 +340,7 @@ fn build(args: &RunArgs) -> Result<(Proxy, Arc<Store>, Arc<PlaceholderKey>), Sta
             problem: "must be at least 1",
         });
     }
+    let workers = worker_count(args.workers)?;
     let (store, config) = Store::open(&args.config)?;
     let store = Arc::new(store);
     let dir = state::resolve_dir(args.state_dir.as_deref())?;
@@ -354,8 +368,25 @@ fn build(args: &RunArgs) -> Result<(Proxy, Arc<Store>, Arc<PlaceholderKey>), Sta
     };
     let snapshot = Snapshot::compile(&config, &key)?;
     let saver = Arc::new(TokenSaver::new(&store));
-    let proxy = Proxy::new(snapshot, leaves, tls, dialer, limits, saver);
+    let mut proxy = Proxy::new(snapshot, leaves, tls, dialer, limits, saver);
+    let workers = Workers::start(workers).map_err(|source| StartError::Workers {
+        count: workers.get(),
+        source,
+    })?;
+    proxy.set_workers(workers);
     Ok((proxy, store, key))
+}
+
+/// `--workers`, or one worker per CPU the process may run on.
+fn worker_count(flag: Option<usize>) -> Result<NonZeroUsize, StartError> {
+    match flag {
+        Some(n) => NonZeroUsize::new(n).ok_or(StartError::Flag {
+            flag: "--workers",
+            value: "0".to_owned(),
+            problem: "must be at least 1",
+        }),
+        None => Ok(std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN)),
+    }
 }
 
 /// A positive number of seconds, or the flag's refusal.

@@ -621,7 +621,7 @@ impl Exchange<'_> {
     fn client(&self) -> &upstream::Client {
         match &self.dest.pinned {
             Some(pinned) => &pinned.client,
-            None => &self.proxy.client,
+            None => self.proxy.client(),
         }
     }
 

@@ -25,7 +25,8 @@
 //!   [`idle`]: the idle-timeout IO wrapper; [`body`]: the body type;
 //! - [`snapshot`]: one compiled policy generation; [`counters`]: metrics;
 //!   [`throttle`]: repeated warnings logged once a minute;
-//!   [`limits`]: every bound and timeout.
+//!   [`limits`]: every bound and timeout; [`workers`]: the threads
+//!   connections are served on.
 
 pub mod body;
 pub mod connect;
@@ -49,6 +50,7 @@ pub mod transparent;
 pub mod tunnel;
 pub mod upstream;
 pub mod websocket;
+pub mod workers;
 
 pub use counters::{Counters, STATUS_CLASSES};
 pub use snapshot::Snapshot;
@@ -92,7 +94,12 @@ pub struct Proxy {
     /// Repeated warnings, logged once a minute per kind.
     warnings: throttle::Throttle,
     leaves: LeafCache,
-    client: upstream::Client,
+    /// The pooled upstream client of each worker (one, without workers),
+    /// so a request never waits on another worker's connection.
+    clients: Box<[upstream::Client]>,
+    /// The threads connections are served on; none in tests, which serve
+    /// on their own runtime.
+    workers: Option<workers::Workers>,
     dialer: Arc<Dialer>,
     /// TLS towards upstreams (for clients of transparent connections).
     tls: TlsConnector,
@@ -135,7 +142,8 @@ impl Proxy {
             transparent_raw: true,
             live: ArcSwap::from_pointee(snapshot),
             leaves,
-            client,
+            clients: Box::new([client]),
+            workers: None,
             tokens: Arc::new(tokens),
             pinned: Default::default(),
             dialer,
@@ -146,6 +154,20 @@ impl Proxy {
             audit: None,
             warnings: throttle::Throttle::new(),
         }
+    }
+
+    /// Serves connections on `workers` (see [`workers`]), each worker with
+    /// a pool of upstream connections of its own.
+    pub fn set_workers(&mut self, workers: workers::Workers) {
+        self.clients = (0..workers.len())
+            .map(|_| upstream::client(self.tls.clone(), self.dialer.clone()))
+            .collect();
+        self.workers = Some(workers);
+    }
+
+    /// The pooled upstream client of the calling worker.
+    fn client(&self) -> &upstream::Client {
+        &self.clients[workers::Workers::index() % self.clients.len()]
     }
 
     /// Records one of keyhole's own listening addresses (the proxy's, the
@@ -217,19 +239,25 @@ impl Proxy {
         self.tasks.spawn(async move {
             let stopped = server::stopped(proxy.tasks.stop_signal());
             let (slots, tasks) = (&proxy.slots, &proxy.tasks);
-            server::accept_loop(
-                &listener,
-                slots,
-                WhenFull::Close,
-                tasks,
-                stopped,
-                |tcp, peer, slot| {
+            let handle = {
+                let proxy = proxy.clone();
+                move |tcp, peer, slot| {
                     let proxy = proxy.clone();
                     async move {
                         let _slot = slot;
                         transparent::handle(proxy, tcp, peer).await;
                     }
-                },
+                }
+            };
+            let workers = proxy.workers.as_ref();
+            server::accept_loop(
+                &listener,
+                slots,
+                WhenFull::Close,
+                tasks,
+                workers,
+                stopped,
+                handle,
             )
             .await;
         });
@@ -242,17 +270,14 @@ impl Proxy {
         let when_full = WhenFull::Refuse {
             max: self.limits.max_connections,
         };
-        server::accept_loop(
-            &listener,
-            &self.slots,
-            when_full,
-            &self.tasks,
-            shutdown,
-            |tcp, peer, slot| {
-                let proxy = self.clone();
+        let handle = {
+            let proxy = self.clone();
+            let stop = self.tasks.stop_signal();
+            let limits = self.limits.http1();
+            move |tcp, peer, slot: OwnedSemaphorePermit| {
+                let proxy = proxy.clone();
                 let slot = Arc::new(slot);
-                let stop = self.tasks.stop_signal();
-                let limits = self.limits.http1();
+                let stop = stop.clone();
                 async move {
                     let handler = move |req| proxy.clone().dispatch(req, peer, slot.clone());
                     if let Err(e) = server::serve(tcp, Protocol::Http1(limits), handler, stop).await
@@ -260,7 +285,17 @@ impl Proxy {
                         tracing::debug!(%peer, error = %e, "client connection ended with an error");
                     }
                 }
-            },
+            }
+        };
+        let workers = self.workers.as_ref();
+        server::accept_loop(
+            &listener,
+            &self.slots,
+            when_full,
+            &self.tasks,
+            workers,
+            shutdown,
+            handle,
         )
         .await;
         drop(listener);
@@ -270,6 +305,9 @@ impl Proxy {
         );
         if !self.tasks.shutdown(SHUTDOWN_GRACE).await {
             tracing::warn!("shutdown grace period over; closing the remaining connections");
+        }
+        if let Some(workers) = &self.workers {
+            workers.stop();
         }
         self.counters.log_totals();
     }

@@ -29,6 +29,7 @@ use super::body::ProxyBody;
 use super::head_guard::{HeadChecks, HeadGuard};
 use super::limits::{ACCEPT_BACKOFF, REFUSAL_WRITE_TIMEOUT};
 use super::respond::ProxyError;
+use super::workers::Workers;
 
 /// The tasks of one server (connections, tunnels) and the flag that tells
 /// them shutdown has begun.
@@ -82,6 +83,14 @@ impl Tasks {
         self.tracker.spawn(task);
     }
 
+    /// Runs `task` on the next of `workers`, counted until it ends.
+    pub fn spawn_on<F>(&self, workers: &Workers, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.tracker.spawn_on(task, workers.next());
+    }
+
     /// A receiver that sees `true` once shutdown begins.
     pub fn stop_signal(&self) -> watch::Receiver<bool> {
         self.stopping.subscribe()
@@ -106,16 +115,18 @@ impl Default for Tasks {
 
 /// Accepts connections on `listener` until `shutdown` completes, with one
 /// slot of `slots` per connection, and runs `handle` for each as a task of
-/// `tasks`. TCP_NODELAY is set on every connection.
+/// `tasks`: on the next of `workers`, or on the calling runtime when there
+/// are none. TCP_NODELAY is set on every connection.
 pub async fn accept_loop<H, F>(
     listener: &TcpListener,
     slots: &Arc<Semaphore>,
     when_full: WhenFull,
     tasks: &Tasks,
+    workers: Option<&Workers>,
     shutdown: impl Future<Output = ()>,
-    mut handle: H,
+    handle: H,
 ) where
-    H: FnMut(TcpStream, SocketAddr, OwnedSemaphorePermit) -> F,
+    H: Fn(TcpStream, SocketAddr, OwnedSemaphorePermit) -> F + Clone + Send + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
     tokio::pin!(shutdown);
@@ -151,7 +162,32 @@ pub async fn accept_loop<H, F>(
                 continue;
             }
         };
-        tasks.spawn(handle(tcp, peer, slot));
+        match workers {
+            None => tasks.spawn(handle(tcp, peer, slot)),
+            Some(workers) => tasks.spawn_on(workers, on_worker(tcp, peer, slot, handle.clone())),
+        }
+    }
+}
+
+/// Moves an accepted connection to the worker that runs the returned
+/// future: the socket leaves the accepting runtime's reactor here and joins
+/// the worker's there, so its readiness events wake that worker directly.
+fn on_worker<H, F>(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    slot: OwnedSemaphorePermit,
+    handle: H,
+) -> impl Future<Output = ()> + Send + 'static
+where
+    H: FnOnce(TcpStream, SocketAddr, OwnedSemaphorePermit) -> F + Send + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let moved = tcp.into_std();
+    async move {
+        match moved.and_then(TcpStream::from_std) {
+            Ok(tcp) => handle(tcp, peer, slot).await,
+            Err(e) => tracing::warn!(%peer, error = %e, "cannot hand a connection to a worker"),
+        }
     }
 }
 
