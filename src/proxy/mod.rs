@@ -307,7 +307,9 @@ impl Proxy {
             tracing::warn!("shutdown grace period over; closing the remaining connections");
         }
         if let Some(workers) = &self.workers {
-            workers.stop();
+            if !workers.stop().await {
+                tracing::warn!("a worker thread did not end in time");
+            }
         }
         self.counters.log_totals();
     }

@@ -27,10 +27,17 @@ use std::cell::Cell;
 use std::io;
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::thread::JoinHandle;
+use std::sync::Mutex;
+use std::time::Duration;
 
 use tokio::runtime::Handle;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
+
+use crate::logging;
+
+/// How long a worker's runtime waits, once stopped, for tasks on its
+/// blocking pool (a name lookup) before the thread ends without them.
+pub const WORKER_SHUTDOWN: Duration = Duration::from_millis(200);
 
 thread_local! {
     /// Which worker this thread is (0 on every thread that is not one).
@@ -40,15 +47,18 @@ thread_local! {
 /// The worker threads, each running a current-thread runtime until
 /// [`Workers::stop`].
 ///
-/// Invariant: `handles.len() == threads.len() >= 1`, and the runtime of
-/// `handles[i]` runs on the thread whose [`Workers::index`] is `i`.
+/// Invariant: `handles` is not empty, and the runtime of `handles[i]` runs
+/// on the thread whose [`Workers::index`] is `i`, which holds a clone of
+/// the sender whose receiver is `ended` until it has written its last log
+/// line.
 pub struct Workers {
     handles: Vec<Handle>,
-    threads: Vec<JoinHandle<()>>,
     /// Round-robin position of the next connection.
     next: AtomicUsize,
     /// Set once to end every worker's runtime.
     stop: watch::Sender<bool>,
+    /// Closed once every worker thread is done.
+    ended: Mutex<Option<mpsc::Receiver<()>>>,
 }
 
 // === impl Workers ===
@@ -57,37 +67,37 @@ impl Workers {
     /// Starts `count` worker threads named `keyhole-worker-N`.
     pub fn start(count: NonZeroUsize) -> io::Result<Workers> {
         let (stop, _) = watch::channel(false);
+        let (running, ended) = mpsc::channel(1);
         let mut workers = Workers {
             handles: Vec::with_capacity(count.get()),
-            threads: Vec::with_capacity(count.get()),
             next: AtomicUsize::new(0),
             stop,
+            ended: Mutex::new(Some(ended)),
         };
         for index in 0..count.get() {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
+                .on_thread_park(logging::batch::flush_this_thread)
                 .build()?;
-            workers.handles.push(runtime.handle().clone());
+            let handle = runtime.handle().clone();
             let mut stopped = workers.stop.subscribe();
-            let thread = std::thread::Builder::new()
+            let running = running.clone();
+            std::thread::Builder::new()
                 .name(format!("keyhole-worker-{index}"))
                 .spawn(move || {
                     INDEX.with(|i| i.set(index));
+                    logging::batch::batch_this_thread();
                     runtime.block_on(async move {
                         let _ = stopped.wait_for(|stop| *stop).await;
                     });
-                    // Dropping the runtime cancels what is left on it
-                    // (after `Proxy::serve`'s grace period, nothing is).
-                    drop(runtime);
-                });
-            match thread {
-                Ok(t) => workers.threads.push(t),
-                Err(e) => {
-                    workers.handles.pop();
-                    workers.stop();
-                    return Err(e);
-                }
-            }
+                    // What is left (after `Proxy::serve`'s grace period,
+                    // pooled upstream connections) is dropped; a lookup on
+                    // the blocking pool is not waited for.
+                    runtime.shutdown_timeout(WORKER_SHUTDOWN);
+                    logging::batch::flush_this_thread();
+                    drop(running);
+                })?; // on failure, dropping `workers` stops those started
+            workers.handles.push(handle);
         }
         Ok(workers)
     }
@@ -114,20 +124,28 @@ impl Workers {
         INDEX.with(Cell::get)
     }
 
-    /// Tells every worker's runtime to end. Tasks still on them are
-    /// dropped: call this after draining.
-    pub fn stop(&self) {
+    /// Ends every worker's runtime and waits until each thread has ended
+    /// (its last log lines written), for at most [`WORKER_SHUTDOWN`] more.
+    /// Tasks still on them are dropped: call this after draining.
+    /// Returns whether every thread ended in time (false on a second call).
+    pub async fn stop(&self) -> bool {
         self.stop.send_replace(true);
+        let ended = self.ended.lock().ok().and_then(|mut e| e.take());
+        match ended {
+            // `recv` completes with `None` once every sender is dropped.
+            Some(mut ended) => tokio::time::timeout(WORKER_SHUTDOWN * 2, ended.recv())
+                .await
+                .is_ok(),
+            None => false,
+        }
     }
 }
 
 impl Drop for Workers {
-    /// Stops the workers and waits for their threads.
+    /// Tells the workers to end, without waiting for them: the last owner
+    /// may be a task on one of them.
     fn drop(&mut self) {
-        self.stop();
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
+        self.stop.send_replace(true);
     }
 }
 
@@ -153,14 +171,18 @@ mod tests {
         let mut seen: Vec<(usize, usize)> = rx.iter().collect();
         seen.sort_unstable();
         assert_eq!(seen, vec![(0, 0), (0, 0), (1, 1), (1, 1), (2, 2), (2, 2)]);
-        drop(workers);
         assert_eq!(Workers::index(), 0);
     }
 
-    #[test]
-    fn stop_ends_every_thread_even_with_tasks_pending() {
+    #[tokio::test]
+    async fn stop_ends_every_thread_even_with_tasks_pending() {
         let workers = Workers::start(NonZeroUsize::new(2).unwrap()).unwrap();
         workers.next().spawn(std::future::pending::<()>());
-        drop(workers); // joins both threads: would hang if one kept running
+        workers.next().spawn(std::future::pending::<()>());
+        assert!(workers.stop().await, "every worker thread ended");
+        assert!(
+            !workers.stop().await,
+            "a second stop has nothing to wait for"
+        );
     }
 }
