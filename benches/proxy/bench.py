@@ -848,8 +848,31 @@ def fmt_rps(v):
     return "-" if v is None else f"{v:,.0f}"
 
 
-def sweep(env, results, workload, target, concs, seconds, warmup_seconds=1):
-    """Starts target, warms it up, runs each concurrency, records RSS, stops it."""
+def paired(env, results, workload, targets, concs, seconds, rounds):
+    """Sweeps `targets` in turn, `rounds` times over, and keeps for each
+    concurrency the run with the median req/s: two targets compared by a
+    ratio then share the machine's slow and fast moments alike (single
+    runs on a small VM move by +-15%, as much as the target's margin).
+    Every other round runs them in reverse order, so neither always
+    follows the other."""
+    for n in range(rounds):
+        for t in (targets if n % 2 == 0 else targets[::-1]):
+            sweep(env, results, workload, t, concs, seconds, round_of=(n, rounds))
+    for t in targets:
+        rec = results["sweeps"].get(workload, {}).get(t.label, {})
+        for c, runs in rec.get("rounds", {}).items():
+            ok = sorted((r for r in runs if r.get("ok")), key=lambda r: r["rps"])
+            if ok:
+                rec["runs"][c] = ok[len(ok) // 2]
+                say(f"  {SHORT[workload]:16} {t.label:24} c={c:<4}median of {len(ok)}: "
+                    f"{fmt_rps(rec['runs'][c]['rps'])} req/s "
+                    f"(all: {', '.join(fmt_rps(r['rps']) for r in ok)})")
+
+
+def sweep(env, results, workload, target, concs, seconds, warmup_seconds=1, round_of=None):
+    """Starts target, warms it up, runs each concurrency, records RSS, stops
+    it. With `round_of` (n, rounds), each run is also kept in the target's
+    "rounds" (see `paired`)."""
     wl = results["sweeps"].setdefault(workload, {})
     rec = wl.setdefault(target.label, {"runs": {}})
     try:
@@ -868,6 +891,8 @@ def sweep(env, results, workload, target, concs, seconds, warmup_seconds=1):
         for c in concs:
             r = one_run(env, workload, target, c, seconds)
             rec["runs"][str(c)] = r
+            if round_of:
+                rec.setdefault("rounds", {}).setdefault(str(c), []).append(r)
             line = (f"  {SHORT[workload]:16} {target.label:24} c={c:<4}"
                     f"{fmt_rps(r.get('rps')):>9} req/s  p50 {fmt_ms(r.get('p50_ms')):>7} ms  "
                     f"p99 {fmt_ms(r.get('p99_ms')):>7} ms  upstream conns {r.get('upstream_conns', '?')}")
@@ -875,6 +900,8 @@ def sweep(env, results, workload, target, concs, seconds, warmup_seconds=1):
                 line += f"  proxy CPU {r['proxy_cpu_us_per_req']:.0f} us/req"
             if not r.get("ok"):
                 line += f"  !! {r.get('error')}"
+            if round_of and round_of[1] > 1:
+                line += f"  (round {round_of[0] + 1} of {round_of[1]})"
             say(line)
         if target.proc:
             # Summed over the target's processes (nginx: master and workers).
@@ -1164,6 +1191,11 @@ def run_all(args, env, results, seconds, concs, mode):
         sweep(env, results, "https", Direct(), concs["tunnel"], seconds)
     for wl in only:
         step(WORKLOADS[wl][0])
+        if wl == "transparent":
+            pair = [t for t in map(make, targets_for[wl]) if t is not None]
+            keyholes.extend(pair)
+            paired(env, results, wl, pair, concs[wl], seconds, PAIRED_ROUNDS[mode])
+            continue
         for name in targets_for[wl]:
             t = make(name)
             if t is None:
@@ -1264,6 +1296,8 @@ PEER_TARGETS = [
 ]
 NEWCONN_ADD_P50_MS = 0.3        # new connection, c=1: added p50 over direct
 TRANSPARENT_RATIO = 0.9         # issue 14: transparent >= 0.9x CONNECT, c=50
+# Rounds of the transparent/CONNECT pair, alternated (see `paired`).
+PAIRED_ROUNDS = {"full": 5, "quick": 3, "ci": 1}
 IDLE_RSS_MB = 10                # after start and one request of each kind
 PER_CONN_KB = 32                # per idle intercepted connection, at 2,000
 PER_CONN_COUNT = 2000

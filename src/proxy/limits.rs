@@ -60,10 +60,11 @@ pub const UPSTREAM_TLS_TIMEOUT: Duration = Duration::from_secs(10);
 /// non-streaming model API call sends its headers only when the whole
 /// answer is ready, which can take minutes.
 pub const RESPONSE_HEADER_TIMEOUT: Duration = Duration::from_secs(300);
-/// Original destination addresses whose upstream client (and its pool of
-/// idle connections, bounded per host by [`POOL_MAX_IDLE_PER_HOST`]) is
-/// kept for transparent connections. A sandbox talks to a few dozen
-/// addresses; past the bound, a connection gets a client of its own.
+/// Original destination addresses (per worker) whose upstream client (and
+/// its pool of idle connections, bounded per host by
+/// [`POOL_MAX_IDLE_PER_HOST`]) is kept for transparent connections. A
+/// sandbox talks to a few dozen addresses; past the bound, a connection
+/// gets a client of its own.
 pub const MAX_PINNED_CLIENTS: usize = 1024;
 /// Largest request body to an MCP server that keyhole keeps, so that it can
 /// send the request once more with a refreshed token after an upstream

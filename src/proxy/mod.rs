@@ -111,7 +111,8 @@ pub struct Proxy {
     /// The live token of every MCP credential.
     tokens: Arc<TokenBook>,
     /// Upstream clients of transparent connections, by original address.
-    pinned: std::sync::Mutex<std::collections::HashMap<SocketAddr, upstream::Client>>,
+    /// Keyed by worker too: each worker pools its own connections.
+    pinned: std::sync::Mutex<std::collections::HashMap<(SocketAddr, usize), upstream::Client>>,
     tasks: Tasks,
 }
 
@@ -200,16 +201,18 @@ impl Proxy {
     }
 
     /// A destination address with the client that dials only it. One
-    /// client (and so one pool of upstream connections) per address, shared
-    /// by every transparent connection to it, as the CONNECT path shares
-    /// its pool: a new client connection need not open a new upstream one.
+    /// client (and so one pool of upstream connections) per address and
+    /// worker, shared by every transparent connection to it on that worker,
+    /// as the CONNECT path shares its worker's pool: a new client connection
+    /// need not open a new upstream one.
     fn pinned(&self, addr: SocketAddr) -> exchange::Pinned {
         let new = || upstream::pinned_client(self.tls.clone(), self.dialer.clone(), addr);
+        let key = (addr, workers::Workers::index());
         let client = match self.pinned.lock() {
-            Ok(mut clients) => match clients.get(&addr) {
+            Ok(mut clients) => match clients.get(&key) {
                 Some(client) => client.clone(),
                 None if clients.len() < limits::MAX_PINNED_CLIENTS => {
-                    clients.entry(addr).or_insert_with(new).clone()
+                    clients.entry(key).or_insert_with(new).clone()
                 }
                 // Full: a client of its own, dropped with its connection.
                 None => new(),
