@@ -919,7 +919,8 @@ def sweep(env, results, workload, target, concs, seconds, warmup_seconds=1, roun
 # --- main --------------------------------------------------------------------
 
 def commit():
-    """The commit benchmarked: short hash, and whether tracked files differ."""
+    """The commit benchmarked: short hash, and whether tracked files other
+    than docs/perf/ (where this run's own output goes) differ."""
     def git(*a):
         p = subprocess.run(["git", "-C", ROOT, *a], stdout=subprocess.PIPE,
                            stderr=subprocess.DEVNULL)
@@ -927,7 +928,8 @@ def commit():
     head = git("rev-parse", "--short", "HEAD")
     if head is None:
         return "unknown"
-    return head + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!docs/perf")
+    return head + ("-dirty" if changed else "")
 
 
 def main():
@@ -952,7 +954,7 @@ def main():
                     "RSS figure (default 5000, ci 500)")
     ap.add_argument("--peer-workers", type=int, default=os.cpu_count(),
                     help="nginx workers and HAProxy threads (default: the CPUs, as many as "
-                    "keyhole's runtime has worker threads)")
+                    "keyhole has worker threads)")
     ap.add_argument("--no-peers", action="store_true",
                     help="skip the peers (nginx proxy, HAProxy, squid, mitmproxy)")
     ap.add_argument("--only", help="comma-separated workloads (" + ",".join(WORKLOADS) + ")")
@@ -1021,7 +1023,7 @@ def main():
     say(f"machine: {meta['cpu']}, {meta['nproc']} CPUs, Linux {meta['kernel']}, "
         f"load average at start {' '.join(meta['loadavg_start'])}")
     say(f"peers:   nginx proxy {args.peer_workers} workers, HAProxy {args.peer_workers} threads "
-        f"(keyhole: one runtime worker thread per CPU)")
+        f"(keyhole: one worker thread per CPU)")
     for k, v in meta["versions"].items():
         say(f"  {k}: {v}")
     say(f"work dir: {work}")
