@@ -197,7 +197,24 @@ impl<T> HeadGuard<T> {
 impl<T: AsyncRead + Unpin> HeadGuard<T> {
     /// Reads more of `inner` into `pending`, making `room` first; Ok(false)
     /// at end of stream. Reads into spare capacity: nothing is zeroed.
+    ///
+    /// With nothing pending (a connection waiting for its next request),
+    /// the read goes to the stack first and `pending` is allocated only
+    /// for bytes that came: an idle connection holds no buffer here.
     fn fill(&mut self, cx: &mut Context<'_>, room: usize) -> Poll<io::Result<bool>> {
+        if self.pending.is_empty() && room <= FIRST_READ {
+            let mut first = [const { std::mem::MaybeUninit::<u8>::uninit() }; FIRST_READ];
+            let mut read = ReadBuf::uninit(&mut first);
+            return match Pin::new(&mut self.inner).poll_read(cx, &mut read) {
+                Poll::Ready(Ok(())) if read.filled().is_empty() => Poll::Ready(Ok(false)),
+                Poll::Ready(Ok(())) => {
+                    self.pending.extend_from_slice(read.filled());
+                    Poll::Ready(Ok(true))
+                }
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            };
+        }
         self.pending.reserve(room);
         match tokio_util::io::poll_read_buf(Pin::new(&mut self.inner), cx, &mut self.pending) {
             Poll::Ready(Ok(0)) => Poll::Ready(Ok(false)),

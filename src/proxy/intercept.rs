@@ -4,7 +4,7 @@
 //!
 //! Used for CONNECT tunnels ([`serve`]) and for connections the kernel
 //! redirected ([`super::transparent`]), which share [`read_hello`] and
-//! [`serve_tls`].
+//! [`handshake`] and [`serve_requests`].
 //!
 //! Fail closed at every step: a tunnel that does not start with a TLS
 //! ClientHello within [`PEEK_TIMEOUT`] is refused (never relayed blindly);
@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use rustls::server::{Accepted, Acceptor};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio_rustls::server::TlsStream;
 use tokio_rustls::StartHandshake;
 
 use super::exchange::{self, Destination};
@@ -123,70 +124,97 @@ pub async fn read_hello<IO: AsyncRead + Unpin>(io: &mut IO) -> Result<Hello, Hel
 
 /// Serves one CONNECT tunnel that keyhole intercepts, until the client is
 /// done. Its SNI must name the CONNECT host (an IP target may have none).
-pub async fn serve<IO>(proxy: Arc<Proxy>, mut io: IO, dest: Destination)
+///
+/// The handshake's state (the ClientHello buffer, rustls' acceptor and
+/// handshake) is boxed and freed when the handshake ends: inline, it would
+/// size the future of every intercepted connection for its whole life.
+pub async fn serve<IO>(proxy: Arc<Proxy>, io: IO, dest: Destination)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let host = dest.host.clone();
+    if let Some(tls) = Box::pin(accept(&proxy, io, &dest.host)).await {
+        serve_requests(proxy, tls, dest).await;
+    }
+}
+
+/// Reads the ClientHello, checks its SNI against the CONNECT `host` and
+/// completes the handshake.
+async fn accept<IO>(proxy: &Proxy, mut io: IO, host: &Host) -> Option<TlsStream<IO>>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let hello = match read_hello(&mut io).await {
         Ok(hello) => hello,
         Err(HelloError::NotTls) => {
             tracing::warn!(%host, "intercepted tunnel refused: the client did not start TLS");
+            let host = host.clone();
             server::refuse(io, ProxyError::NotTls { host }).await;
-            return;
+            return None;
         }
         Err(e) => {
             tracing::info!(%host, "intercepted tunnel closed: {e}");
-            return;
+            return None;
         }
     };
     match hello.sni().map(Host::parse) {
-        Some(Ok(named)) if named == host => {}
+        Some(Ok(named)) if &named == host => {}
         None if !host.is_name() => {}
         Some(_) => {
             let sni = hello.sni().unwrap_or_default();
             tracing::warn!(%host, sni, "TLS refused: the SNI names another host than the CONNECT target");
-            return;
+            return None;
         }
         None => {
             tracing::warn!(%host, "TLS refused: no SNI; a client must name the CONNECT host in its SNI");
-            return;
+            return None;
         }
     }
-    serve_tls(proxy, io, hello, dest).await;
+    handshake(proxy, io, hello, host).await
 }
 
-/// Completes the client's TLS handshake with a leaf for `dest`'s host
-/// (within [`CLIENT_TLS_TIMEOUT`]) and serves its requests, HTTP/2 or
-/// HTTP/1.1 by ALPN, each as an [`exchange`] to `dest`.
-pub async fn serve_tls<IO>(proxy: Arc<Proxy>, io: IO, hello: Hello, dest: Destination)
+/// Completes the client's TLS handshake with a leaf for `host`, within
+/// [`CLIENT_TLS_TIMEOUT`]. Callers box it (see [`serve`]).
+pub async fn handshake<IO>(
+    proxy: &Proxy,
+    io: IO,
+    hello: Hello,
+    host: &Host,
+) -> Option<TlsStream<IO>>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let host = dest.host.clone();
-    let config = match proxy.leaves.server_config(&host).await {
+    let config = match proxy.leaves.server_config(host).await {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(%host, error = %e, "cannot issue a leaf certificate");
-            return;
+            return None;
         }
     };
     let start = StartHandshake::from_parts(hello.accepted, io);
-    let tls = match tokio::time::timeout(CLIENT_TLS_TIMEOUT, start.into_stream(config)).await {
-        Ok(Ok(tls)) => tls,
+    match tokio::time::timeout(CLIENT_TLS_TIMEOUT, start.into_stream(config)).await {
+        Ok(Ok(tls)) => Some(tls),
         Ok(Err(e)) => {
             tracing::info!(%host, error = %e, "client TLS handshake failed; does the client trust keyhole's CA?");
-            return;
+            None
         }
         Err(_) => {
             tracing::info!(%host, "client TLS handshake timed out");
-            return;
+            None
         }
-    };
+    }
+}
+
+/// Serves the requests of an established client TLS session, HTTP/2 or
+/// HTTP/1.1 by ALPN, each as an [`exchange`] to `dest`.
+pub async fn serve_requests<IO>(proxy: Arc<Proxy>, tls: TlsStream<IO>, dest: Destination)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let limits = &proxy.limits;
     let io = Idle::new(tls, limits.idle_timeout);
     let stop = proxy.tasks.stop_signal();
+    let host = dest.host.clone();
     let dest = Arc::new(dest);
     let handler_proxy = proxy.clone();
     let handler = move |req| exchange::run(handler_proxy.clone(), dest.clone(), req);

@@ -149,7 +149,9 @@ async fn names(proxy: &Proxy, host: &Host, orig: SocketAddr) -> bool {
 
 /// TLS: decide on the SNI, as a CONNECT to `SNI:port` would be decided.
 async fn tls(proxy: Arc<Proxy>, mut tcp: TcpStream, orig: SocketAddr) {
-    let hello = match intercept::read_hello(&mut tcp).await {
+    // Boxed, as in `intercept::serve`: the handshake's state must not size
+    // the connection's future for its whole life.
+    let hello = match Box::pin(intercept::read_hello(&mut tcp)).await {
         Ok(hello) => hello,
         Err(e) => {
             tracing::info!(%orig, "transparent TLS connection closed: {e}");
@@ -183,7 +185,10 @@ async fn tls(proxy: Arc<Proxy>, mut tcp: TcpStream, orig: SocketAddr) {
             Counters::add(&proxy.counters.intercepts, 1);
             tracing::info!(%orig, %host, action = "intercept", "transparent TLS");
             let dest = Destination::new(host, orig.port(), Scheme::Https, Some(proxy.pinned(orig)));
-            intercept::serve_tls(proxy, tcp, hello, dest).await;
+            if let Some(tls) = Box::pin(intercept::handshake(&proxy, tcp, hello, &dest.host)).await
+            {
+                intercept::serve_requests(proxy, tls, dest).await;
+            }
         }
     }
 }
