@@ -125,7 +125,7 @@ impl Workers {
     }
 
     /// Ends every worker's runtime and waits until each thread has ended
-    /// (its last log lines written), for at most [`WORKER_SHUTDOWN`] more.
+    /// (its last log lines written), for at most twice [`WORKER_SHUTDOWN`].
     /// Tasks still on them are dropped: call this after draining.
     /// Returns whether every thread ended in time (false on a second call).
     pub async fn stop(&self) -> bool {
