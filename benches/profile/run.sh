@@ -77,24 +77,34 @@ JSON
 TOKEN=$("$BIN" env --config "$WORK/config.json" --state-dir "$WORK/state" --format json |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["PROF_TOKEN"])')
 
-# One keyhole under callgrind; runs curl with N, then 2N URLs, each on one
-# connection, with a callgrind dump after each.
-profile() {
-  local name="$1" scheme="$2" host="$3" port="$4" version="$5"
-  local log="$WORK/$name.log" out="$OUT/callgrind.out.$name"
-  RUST_LOG="${PROFILE_RUST_LOG:-info}" valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" \
+# Starts keyhole (under the command in "$@", if any) logging to $1, and
+# waits for its address: sets KH (its pid) and addr, or exits with the log.
+start_keyhole() {
+  local log="$1"
+  shift
+  RUST_LOG="${PROFILE_RUST_LOG:-info}" "$@" \
     "$BIN" run --config "$WORK/config.json" --state-dir "$WORK/state" --listen 127.0.0.1:0 \
     --upstream-ca "$WORK/ca.pem" \
     --resolve "prof.test:$TLS_PORT:127.0.0.1" --resolve "tunnel.test:$TLS_PORT:127.0.0.1" \
     --resolve "plain.test:$PLAIN_PORT:127.0.0.1" >"$log" 2>&1 &
-  local vg=$!
-  local addr=""
+  KH=$!
+  PIDS+=("$KH")
+  addr=""
   for _ in $(seq 1 600); do
     addr=$(sed -n 's/^keyhole listening on //p' "$log")
     [ -n "$addr" ] && break
     sleep 0.1
   done
   [ -n "$addr" ] || { cat "$log"; exit 1; }
+}
+
+# One keyhole under callgrind; runs curl with N, then 2N URLs, each on one
+# connection, with a callgrind dump after each.
+profile() {
+  local name="$1" scheme="$2" host="$3" port="$4" version="$5"
+  local log="$WORK/$name.log" out="$OUT/callgrind.out.$name"
+  start_keyhole "$log" valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out"
+  local vg=$KH
   local url="$scheme://$host:$port/p"
   local cacert=(--cacert "$WORK/state/ca.pem")
   [ "$host" = tunnel.test ] && cacert=(--cacert "$WORK/ca.pem")
@@ -123,16 +133,8 @@ profile() {
 flame() {
   local name="$1" scheme="$2" host="$3" port="$4" version="$5"
   local log="$WORK/$name-perf.log"
-  RUST_LOG="${PROFILE_RUST_LOG:-info}" "$BIN" run --config "$WORK/config.json" --state-dir "$WORK/state" \
-    --listen 127.0.0.1:0 --upstream-ca "$WORK/ca.pem" --resolve "prof.test:$TLS_PORT:127.0.0.1" \
-    --resolve "plain.test:$PLAIN_PORT:127.0.0.1" >"$log" 2>&1 &
-  local kh=$!
-  local addr=""
-  for _ in $(seq 1 100); do
-    addr=$(sed -n 's/^keyhole listening on //p' "$log")
-    [ -n "$addr" ] && break
-    sleep 0.1
-  done
+  start_keyhole "$log"
+  local kh=$KH
   local url="$scheme://$host:$port/p" urls=()
   for _ in $(seq 1 "$N"); do urls+=("$url"); done
   perf record -F 1999 --call-graph dwarf,16384 -o "$WORK/$name.perf" -p "$kh" 2>/dev/null &
