@@ -24,6 +24,17 @@
 # included, as earlier versions of this script reported. Writes
 # callgrind.out.* and the top functions to target/profile/. Needs valgrind,
 # curl, openssl and python3.
+#
+# Each path is counted twice: keyhole, and the floor (floor.rs, the
+# example floor_proxy): the same job on the same stack with nothing of
+# keyhole's (no policy, substitution, scrubbing, log, pool or head
+# guard). The floor is what the stack itself costs; keyhole's own cost is
+# the difference. And each path is counted for the C peer of issue 15 under
+# the same harness: nginx (one process, no master) as a keep-alive reverse
+# proxy for plain HTTP and terminating TLS (HTTP/1.1 and HTTP/2) for
+# interception, HAProxy (one thread) in TCP mode for the tunnel; the peers
+# are addressed directly (they are reverse proxies), keyhole and the floor
+# through CONNECT or absolute-form requests.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 N="${1:-400}"
@@ -37,15 +48,17 @@ cleanup() {
 }
 trap cleanup EXIT
 
-for tool in valgrind curl openssl python3; do
-  command -v "$tool" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$tool"; }
+export PATH="$PATH:/usr/sbin:/sbin"
+for tool in valgrind:valgrind curl:curl openssl:openssl python3:python3 nginx:nginx-light haproxy:haproxy; do
+  command -v "${tool%%:*}" >/dev/null || { apt-get update -qq && apt-get install -y -qq "${tool#*:}"; }
 done
 
 # Release code with line tables, in its own target dir so that the usual
 # release build is left alone.
 CARGO_PROFILE_RELEASE_DEBUG=line-tables-only \
-  cargo build --release --quiet --target-dir target/profile-build
+  cargo build --release --quiet --target-dir target/profile-build --bin keyhole --example floor_proxy
 BIN="$PWD/target/profile-build/release/keyhole"
+FLOOR="$PWD/target/profile-build/release/examples/floor_proxy"
 
 # A CA and a CA:FALSE leaf for the upstream.
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
@@ -89,26 +102,79 @@ start_keyhole() {
     --resolve "plain.test:$PLAIN_PORT:127.0.0.1" >"$log" 2>&1 &
   KH=$!
   PIDS+=("$KH")
-  addr=""
-  for _ in $(seq 1 600); do
-    addr=$(sed -n 's/^keyhole listening on //p' "$log")
-    [ -n "$addr" ] && break
-    sleep 0.1
-  done
-  [ -n "$addr" ] || { cat "$log"; exit 1; }
+  wait_for_address "$log" "keyhole listening on "
 }
 
-# One keyhole under callgrind; runs curl with N, then 2N URLs, each on one
-# connection, with a callgrind dump after each.
+# Waits for the line "$2ADDR" in the log $1 and sets addr, or exits with
+# the log.
+wait_for_address() {
+  addr=""
+  for _ in $(seq 1 600); do
+    addr=$(sed -n "s/^$2//p" "$1")
+    [ -n "$addr" ] && return
+    sleep 0.1
+  done
+  cat "$1"
+  exit 1
+}
+
+# Starts the floor as start_keyhole starts keyhole.
+start_floor() {
+  local log="$1"
+  shift
+  "$@" "$FLOOR" "$TLS_PORT" "$PLAIN_PORT" "$WORK/ca.pem" "$WORK/leaf.pem" "$WORK/leaf.key" >"$log" 2>&1 &
+  KH=$!
+  PIDS+=("$KH")
+  wait_for_address "$log" "floor listening on "
+}
+
+# Starts nginx (one process) as the plain and TLS reverse proxy in front of
+# the upstreams, under "$@"; sets KH and addr (its plain listener).
+start_nginx() {
+  local log="$1"
+  shift
+  "$@" nginx -p "$WORK/nginx" -c "$WORK/nginx.conf" -e "$log" >"$log" 2>&1 &
+  KH=$!
+  PIDS+=("$KH")
+  wait_for_port "$NGINX_PLAIN_PORT" "$log"
+  wait_for_port "$NGINX_TLS_PORT" "$log"
+  addr="127.0.0.1:$NGINX_PLAIN_PORT"
+}
+
+# Starts HAProxy (one thread) in TCP mode in front of the TLS upstream.
+start_haproxy() {
+  local log="$1"
+  shift
+  "$@" haproxy -db -f "$WORK/haproxy.cfg" >"$log" 2>&1 &
+  KH=$!
+  PIDS+=("$KH")
+  wait_for_port "$HAPROXY_PORT" "$log"
+  addr="127.0.0.1:$HAPROXY_PORT"
+}
+
+# Waits until 127.0.0.1:$1 accepts a connection, or exits with the log $2.
+wait_for_port() {
+  for _ in $(seq 1 600); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return
+    sleep 0.1
+  done
+  cat "$2"
+  exit 1
+}
+
+# One proxy (a start_* function) under callgrind; runs curl with N, then 2N
+# URLs, each on one connection, with a callgrind dump after each. "@ADDR@"
+# in the URL or curl's arguments becomes the proxy's address. Prints the
+# marginal count per request; sets PER_REQUEST to it.
 profile() {
-  local name="$1" scheme="$2" host="$3" port="$4" version="$5"
+  local start="$1" name="$2" url="$3"
+  shift 3
   local log="$WORK/$name.log" out="$OUT/callgrind.out.$name"
-  start_keyhole "$log" valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out"
+  "$start" "$log" valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out"
   local vg=$KH
-  local url="$scheme://$host:$port/p"
-  local cacert=(--cacert "$WORK/state/ca.pem")
-  [ "$host" = tunnel.test ] && cacert=(--cacert "$WORK/ca.pem")
-  local client=(curl -sS "$version" --proxy "http://$addr" "${cacert[@]}" -H "Authorization: Bearer $TOKEN")
+  url=${url//@ADDR@/$addr}
+  local client=(curl -sS -H "Authorization: Bearer $TOKEN")
+  for a in "$@"; do client+=("${a//@ADDR@/$addr}"); done
   "${client[@]}" "$url" >/dev/null
   callgrind_control --instr=on "$vg" >/dev/null 2>&1
   local urls=() total=()
@@ -123,8 +189,9 @@ profile() {
   for part in 1 2; do
     total+=("$(callgrind_annotate "$out.$part" 2>/dev/null | sed -n 's/^\([0-9,]*\) .*PROGRAM TOTALS.*/\1/p' | tr -d ,)")
   done
-  printf '%-16s %6d / %6d requests  %8d per request  (whole: %d)\n' "$name" "$N" $((2 * N)) \
-    $(((total[1] - total[0]) / N)) $((total[0] / N))
+  PER_REQUEST=$(((total[1] - total[0]) / N))
+  printf '%-20s %6d / %6d requests  %8d per request  (whole: %d)\n' "$name" "$N" $((2 * N)) \
+    "$PER_REQUEST" $((total[0] / N))
   callgrind_annotate "$out.2" 2>/dev/null | awk '/file:function/{on=1} on && n++ < 40' >"$OUT/top.$name.txt"
 }
 
@@ -155,11 +222,90 @@ flame() {
   echo "flame graph: $OUT/flame-$name.svg"
 }
 
+dirty=$(git diff --quiet HEAD -- src benches Cargo.toml Cargo.lock 2>/dev/null || echo "-dirty")
+echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null)$dirty," \
+  "$(nproc) CPUs ($(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)), $(uname -sr), $(valgrind --version)"
 echo "keyhole instructions per request (callgrind; marginal cost between $N and $((2 * N)) requests on one connection)"
-profile plain http plain.test "$PLAIN_PORT" --http1.1
-profile intercept-h1 https prof.test "$TLS_PORT" --http1.1
-profile intercept-h2 https prof.test "$TLS_PORT" --http2
-profile tunnel https tunnel.test "$TLS_PORT" --http1.1
+# The peers' configurations: nginx with its access log buffered as the
+# proxy bench has it, upstream connections kept alive and verified.
+NGINX_PLAIN_PORT=$(free_port)
+NGINX_TLS_PORT=$(free_port)
+HAPROXY_PORT=$(free_port)
+mkdir -p "$WORK/nginx/logs"
+cat >"$WORK/nginx.conf" <<CONF
+daemon off;
+master_process off;
+worker_processes 1;
+pid $WORK/nginx/nginx.pid;
+events { worker_connections 1024; }
+http {
+  access_log $WORK/nginx/access.log combined buffer=64k flush=1s;
+  upstream plain { server 127.0.0.1:$PLAIN_PORT; keepalive 16; }
+  upstream tls { server 127.0.0.1:$TLS_PORT; keepalive 16; }
+  server {
+    listen 127.0.0.1:$NGINX_PLAIN_PORT;
+    location / { proxy_pass http://plain; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+  server {
+    listen 127.0.0.1:$NGINX_TLS_PORT ssl http2;
+    ssl_certificate $WORK/leaf.pem;
+    ssl_certificate_key $WORK/leaf.key;
+    location / {
+      proxy_pass https://tls; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_ssl_verify on; proxy_ssl_trusted_certificate $WORK/ca.pem;
+      proxy_ssl_name prof.test; proxy_ssl_server_name on; proxy_ssl_session_reuse on;
+    }
+  }
+}
+CONF
+cat >"$WORK/haproxy.cfg" <<CONF
+global
+  nbthread 1
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+frontend tunnel
+  bind 127.0.0.1:$HAPROXY_PORT
+  default_backend upstream
+backend upstream
+  server tls 127.0.0.1:$TLS_PORT
+CONF
+
+PLAIN_URL="http://plain.test:$PLAIN_PORT/p"
+TLS_URL="https://prof.test:$TLS_PORT/p"
+TUNNEL_URL="https://tunnel.test:$TLS_PORT/p"
+NGINX_TLS=(--cacert "$WORK/ca.pem" --resolve "prof.test:$NGINX_TLS_PORT:127.0.0.1")
+SUMMARY=()
+# Counts keyhole, the floor and the peer for one path; $1 is the path,
+# $2 the peer's start function, $3 its URL; the rest are curl's
+# arguments for all three, then "--", then those for keyhole only.
+row() {
+  local name="$1" peer="$2" peer_url="$3" url="$4"
+  shift 4
+  local common=() own=()
+  while (($#)) && [ "$1" != -- ]; do common+=("$1"); shift; done
+  (($#)) && shift
+  own=("$@")
+  local peer_args=("${common[@]}")
+  profile start_keyhole "$name" "$url" "${common[@]}" --proxy "http://@ADDR@" "${own[@]}"
+  local k=$PER_REQUEST
+  profile start_floor "floor-$name" "$url" "${common[@]}" --proxy "http://@ADDR@" --cacert "$WORK/ca.pem"
+  local f=$PER_REQUEST
+  [ "$peer" = start_nginx ] && [ "${peer_url#https}" != "$peer_url" ] && peer_args+=("${NGINX_TLS[@]}")
+  [ "$peer" = start_haproxy ] && peer_args+=(--cacert "$WORK/ca.pem" --resolve "tunnel.test:$HAPROXY_PORT:127.0.0.1")
+  profile "$peer" "${peer#start_}-$name" "$peer_url" "${peer_args[@]}"
+  SUMMARY+=("$(printf '%-16s %8d %8d %8d %8d %s' "$name" "$k" "$f" $((k - f)) "$PER_REQUEST" "${peer#start_}")")
+}
+
+row plain start_nginx "http://@ADDR@/p" "$PLAIN_URL" --http1.1
+row intercept-h1 start_nginx "https://prof.test:$NGINX_TLS_PORT/p" "$TLS_URL" --http1.1 -- --cacert "$WORK/state/ca.pem"
+row intercept-h2 start_nginx "https://prof.test:$NGINX_TLS_PORT/p" "$TLS_URL" --http2 -- --cacert "$WORK/state/ca.pem"
+row tunnel start_haproxy "https://tunnel.test:$HAPROXY_PORT/p" "$TUNNEL_URL" --http1.1 -- --cacert "$WORK/ca.pem"
+echo
+echo "per request       keyhole    floor  keyhole's own   C peer"
+printf '%s\n' "${SUMMARY[@]}"
 echo "top functions: $OUT/top.*.txt; dumps: $OUT/callgrind.out.*.{1,2}"
 if [ -n "${PROFILE_FLAMEGRAPH:-}" ]; then
   flame intercept-h1 https prof.test "$TLS_PORT" --http1.1

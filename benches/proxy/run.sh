@@ -95,6 +95,9 @@ fi
 stamp=$(date -u +%F)
 if [ "$mode" = full ]; then
   out_dir=${out_dir:-$ROOT/docs/perf}
+  # A second full run on one day gets the time too: an earlier run's raw
+  # output may be quoted in docs/PERFORMANCE.md.
+  [ -e "$out_dir/proxy-$stamp.txt" ] && stamp="$stamp-$(date -u +%H%M)"
   txt="$out_dir/proxy-$stamp.txt"
 else
   out_dir=${out_dir:-$ROOT/target/bench-proxy}

@@ -118,7 +118,9 @@ struct Fields<'a, 'w> {
 }
 
 impl Fields<'_, '_> {
-    fn field(&mut self, field: &Field, value: fmt::Arguments<'_>) {
+    /// Writes ` name=` (just the space for the message), then the value
+    /// by `value`; after a failed write, nothing more.
+    fn write(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
         if self.result.is_err() {
             return;
         }
@@ -128,35 +130,70 @@ impl Fields<'_, '_> {
                 self.w.write_str(field.name())?;
                 self.w.write_char('=')?;
             }
-            let mut escaped = Escaped(&mut *self.w);
-            escaped.write_fmt(value)
+            value(self.w)
         })();
+    }
+
+    /// A formatted value, its control characters escaped.
+    fn field(&mut self, field: &Field, value: fmt::Arguments<'_>) {
+        self.write(field, |w| Escaped(w).write_fmt(value));
+    }
+
+    /// `pieces` as they are: the caller knows they hold no control
+    /// character. Numbers and plain strings take this way, without the
+    /// formatting machinery.
+    fn plain(&mut self, field: &Field, pieces: &[&str]) {
+        self.write(field, |w| pieces.iter().try_for_each(|p| w.write_str(p)));
     }
 }
 
 impl Visit for Fields<'_, '_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        match field.name() {
-            "message" => self.field(field, format_args!("{value}")),
-            _ => self.field(field, format_args!("{value:?}")),
+        // Printable ASCII without quote or backslash is its own Debug form.
+        let plain = value
+            .bytes()
+            .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\');
+        match (field.name(), plain) {
+            ("message", true) => self.plain(field, &[value]),
+            ("message", false) => self.field(field, format_args!("{value}")),
+            (_, true) => self.plain(field, &["\"", value, "\""]),
+            (_, false) => self.field(field, format_args!("{value:?}")),
         }
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.field(field, format_args!("{value}"));
+        let mut digits = [0u8; 20];
+        self.plain(field, &[decimal(value, &mut digits)]);
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.field(field, format_args!("{value}"));
+        let mut digits = [0u8; 20];
+        let sign = if value < 0 { "-" } else { "" };
+        self.plain(field, &[sign, decimal(value.unsigned_abs(), &mut digits)]);
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.field(field, format_args!("{value}"));
+        self.plain(field, &[if value { "true" } else { "false" }]);
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         self.field(field, format_args!("{value:?}"));
     }
+}
+
+/// `n` in decimal, written into the end of `buf` (20 digits hold any u64).
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // Only ASCII digits were written.
+    std::str::from_utf8(&buf[at..]).unwrap_or("?")
 }
 
 /// Writes through to `0`, escaping control characters (a log line is one
@@ -186,6 +223,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn numbers_are_written_in_decimal() {
+        let mut buf = [0u8; 20];
+        assert_eq!(decimal(0, &mut buf), "0");
+        assert_eq!(decimal(200, &mut buf), "200");
+        assert_eq!(decimal(u64::MAX, &mut buf), u64::MAX.to_string());
+    }
+
+    #[test]
     fn date_and_time_as_the_default_format_writes_them() {
         assert_eq!(date_time(0), "1970-01-01T00:00:00");
         assert_eq!(date_time(1_796_266_884), "2026-12-03T03:01:24");
@@ -202,10 +247,17 @@ mod tests {
         tracing::subscriber::with_default(subscriber, || {
             tracing::info!(host = %"api.example.com", status = 200u16, scheme = "https", "request");
             tracing::warn!(value = %"a\nb\u{1b}[31m", "evil");
+            tracing::info!(
+                quoted = "say \"hi\"\n",
+                n = -12i64,
+                yes = true,
+                "odd {}",
+                "message\r"
+            );
         });
         let text = String::from_utf8(out.lock().unwrap().clone()).unwrap();
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines.len(), 3, "{text}");
         let (time, rest) = lines[0].split_at(27);
         assert!(time.ends_with('Z') && time.as_bytes()[19] == b'.', "{time}");
         assert_eq!(
@@ -216,6 +268,11 @@ mod tests {
             lines[1].ends_with("evil value=a\\nb\\u{1b}[31m"),
             "{}",
             lines[1]
+        );
+        assert!(
+            lines[2].ends_with(r#"odd message\r quoted="say \"hi\"\n" n=-12 yes=true"#),
+            "{}",
+            lines[2]
         );
     }
 

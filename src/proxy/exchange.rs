@@ -33,8 +33,7 @@ use std::time::Instant;
 
 use http::header::{HeaderValue, ACCEPT_ENCODING, AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH};
 use http::request::Parts;
-use http::uri::PathAndQuery;
-use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use time::OffsetDateTime;
@@ -63,40 +62,26 @@ pub struct Destination {
     /// How keyhole reaches it.
     pub scheme: Scheme,
     /// The one address to dial, when the client chose it (transparent
-    /// mode), with the client whose connections all go there; `None`:
-    /// resolve the host, through the shared pool.
-    pub pinned: Option<Pinned>,
-    /// `host:port`, built once for every request's upstream URI.
-    authority: http::uri::Authority,
+    /// mode); `None`: resolve the host.
+    pub pinned: Option<SocketAddr>,
+    /// Where the upstream requests go, built once for every request.
+    origin: upstream::Origin,
 }
 
 // === impl Destination ===
 
 impl Destination {
     /// A destination; `pinned` as for [`Destination::pinned`].
-    pub fn new(host: Host, port: u16, scheme: Scheme, pinned: Option<Pinned>) -> Destination {
-        let text = format!("{host}:{port}");
-        // A normalised host and a port always make an authority; an empty
-        // one (never expected) fails every request as an invalid target.
-        let authority = http::uri::Authority::from_maybe_shared(bytes::Bytes::from(text))
-            .unwrap_or_else(|_| http::uri::Authority::from_static("invalid.invalid"));
+    pub fn new(host: Host, port: u16, scheme: Scheme, pinned: Option<SocketAddr>) -> Destination {
+        let origin = upstream::Origin::new(scheme == Scheme::Https, host.clone(), port, pinned);
         Destination {
             host,
             port,
             scheme,
             pinned,
-            authority,
+            origin,
         }
     }
-}
-
-/// A destination's own address and upstream client.
-#[derive(Debug, Clone)]
-pub struct Pinned {
-    /// The address.
-    pub addr: SocketAddr,
-    /// A client that dials only `addr`.
-    pub client: upstream::Client,
 }
 
 /// How the destination is reached, which decides whether secrets may go.
@@ -208,14 +193,16 @@ impl Exchange<'_> {
             };
             // Boxed: a rare branch whose state would otherwise make every
             // request's future larger (and every move of it dearer).
-            let pinned = self.dest.pinned.as_ref().map(|p| p.addr);
+            let pinned = self.dest.pinned;
             let relay = websocket::relay(
                 self.proxy, &authority, pinned, protocol, parts, body, on_upgrade,
             );
             return Box::pin(relay).await;
         }
-        parts.uri = self.upstream_uri(&parts.uri)?;
-        // The upstream leg's version follows the upstream's ALPN, not the client's.
+        // The upstream URI is the checked destination's, whatever the
+        // request named (the client takes only its path and query); the
+        // upstream leg's version follows the upstream's ALPN, not the
+        // client's.
         parts.version = Version::HTTP_11;
         let declared = content_length(&parts.headers);
         let empty = hyper::body::Body::is_end_stream(&body);
@@ -234,7 +221,7 @@ impl Exchange<'_> {
             }
             _ => {
                 let req = Request::from_parts(parts, body);
-                (relay::send(self.proxy, self.client(), req).await?, None)
+                (self.send(req).await?, None)
             }
         };
         let injected: Vec<&BearerToken> = bearer
@@ -426,15 +413,14 @@ impl Exchange<'_> {
     ) -> Result<(Response<ProxyBody>, Option<BearerToken>), ProxyError> {
         let kept = match Replay::read(declared, body, empty).await? {
             Replay::Streamed(body) => {
-                let res = relay::send(self.proxy, self.client(), Request::from_parts(parts, body))
-                    .await?;
+                let res = self.send(Request::from_parts(parts, body)).await?;
                 return Ok((res, None));
             }
             Replay::Kept(bytes) => bytes,
         };
         let first =
             Request::from_parts(proxy_mcp::copy_head(&parts), proxy_mcp::full(kept.clone()));
-        let res = relay::send(self.proxy, self.client(), first).await?;
+        let res = self.send(first).await?;
         if res.status() != StatusCode::UNAUTHORIZED {
             return Ok((res, None));
         }
@@ -449,31 +435,10 @@ impl Exchange<'_> {
         parts
             .headers
             .insert(AUTHORIZATION, fresh.header_value().clone());
-        let res = relay::send(
-            self.proxy,
-            self.client(),
-            Request::from_parts(parts, proxy_mcp::full(kept)),
-        )
-        .await?;
+        let res = self
+            .send(Request::from_parts(parts, proxy_mcp::full(kept)))
+            .await?;
         Ok((res, Some(fresh)))
-    }
-
-    /// The absolute URI the upstream request goes to: always the checked
-    /// destination, whatever the request named.
-    fn upstream_uri(&self, target: &Uri) -> Result<Uri, ProxyError> {
-        let mut uri = http::uri::Parts::default();
-        uri.scheme = Some(match self.dest.scheme {
-            Scheme::Https => http::uri::Scheme::HTTPS,
-            Scheme::Http => http::uri::Scheme::HTTP,
-        });
-        uri.authority = Some(self.dest.authority.clone());
-        uri.path_and_query = Some(
-            target
-                .path_and_query()
-                .cloned()
-                .unwrap_or_else(|| PathAndQuery::from_static("/")),
-        );
-        Uri::from_parts(uri).map_err(|_| ProxyError::InvalidTarget)
     }
 
     /// Stage 4's body: substituted as it streams where a credential allowed
@@ -617,12 +582,10 @@ impl Exchange<'_> {
         );
     }
 
-    /// The client requests to this destination go through.
-    fn client(&self) -> &upstream::Client {
-        match &self.dest.pinned {
-            Some(pinned) => &pinned.client,
-            None => self.proxy.client(),
-        }
+    /// Sends a prepared request to the destination through the worker's
+    /// pool.
+    async fn send(&self, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, ProxyError> {
+        relay::send(self.proxy, self.proxy.client(), &self.dest.origin, req).await
     }
 
     fn credential_id(&self, i: u32) -> &str {

@@ -17,37 +17,31 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if !headers.keys().any(is_hop_by_hop) {
         return;
     }
-    // Names listed in Connection, collected before it is removed.
-    let listed: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in listed {
-        headers.remove(name);
-    }
-    for name in [
-        CONNECTION,
-        TRANSFER_ENCODING,
-        UPGRADE,
-        TRAILER,
-        PROXY_AUTHORIZATION,
-        PROXY_AUTHENTICATE,
-    ] {
-        headers.remove(name);
-    }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
     let te_trailers = headers.get_all(TE).iter().any(|v| {
         v.to_str().is_ok_and(|s| {
             s.split(',')
                 .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
         })
     });
-    headers.remove(TE);
+    // Only the names present, and those Connection lists: a removal hashes
+    // its name, and a client through a proxy typically sends one such
+    // header (Proxy-Connection) of the nine.
+    let mut doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| is_hop_by_hop(n))
+        .cloned()
+        .collect();
+    doomed.extend(
+        headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok()),
+    );
+    for name in doomed {
+        headers.remove(name);
+    }
     if te_trailers {
         headers.insert(TE, http::HeaderValue::from_static("trailers"));
     }

@@ -60,12 +60,6 @@ pub const UPSTREAM_TLS_TIMEOUT: Duration = Duration::from_secs(10);
 /// non-streaming model API call sends its headers only when the whole
 /// answer is ready, which can take minutes.
 pub const RESPONSE_HEADER_TIMEOUT: Duration = Duration::from_secs(300);
-/// Original destination addresses (per worker) whose upstream client (and
-/// its pool of idle connections, bounded per host by
-/// [`POOL_MAX_IDLE_PER_HOST`]) is kept for transparent connections. A
-/// sandbox talks to a few dozen addresses; past the bound, a connection
-/// gets a client of its own.
-pub const MAX_PINNED_CLIENTS: usize = 1024;
 /// Largest request body to an MCP server that keyhole keeps, so that it can
 /// send the request once more with a refreshed token after an upstream
 /// `401`. MCP requests are JSON-RPC messages of a few kilobytes; a larger
@@ -80,7 +74,10 @@ pub const MAX_TOKEN_RESPONSE_BYTES: usize = crate::mcp::response::MAX_TOKEN_RESP
 pub const TOKEN_ENDPOINT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for the upstream's answer to a WebSocket upgrade request.
 pub const UPGRADE_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long an idle pooled upstream connection is kept.
+/// How long an idle pooled upstream connection is kept, at most: the
+/// pool's sweeper runs every half of it and closes a connection idle for
+/// two of its periods, so between 45 and 90 s (upstreams commonly close
+/// idle keep-alive connections after 60 s or more).
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Idle pooled connections kept per upstream. A pool smaller than the
 /// number of requests a client keeps in flight closes and reopens upstream

@@ -16,7 +16,7 @@ use super::limits::{
 };
 use super::relay::error_chain;
 use super::respond::ProxyError;
-use super::upstream::{self, find_dial_error};
+use super::upstream::{self, Origin, SendError};
 use crate::mcp::{BoxFuture, EndpointResponse, RefreshError, RefreshRequest, TokenEndpoint};
 
 /// Sends refresh requests through keyhole's own upstream client: the same
@@ -57,16 +57,13 @@ impl Endpoint {
             RefreshError::Transport(format!("the token endpoint URL is not usable ({e})"))
         })?;
         let req = req.map(|b| Full::new(b).map_err(|never| match never {}).boxed());
-        let res = match tokio::time::timeout(TOKEN_ENDPOINT_TIMEOUT, self.client.request(req)).await
-        {
+        let origin =
+            Origin::from_uri(req.uri()).map_err(|e| RefreshError::Transport(e.to_string()))?;
+        let sent = self.client.request(&origin, req);
+        let res = match tokio::time::timeout(TOKEN_ENDPOINT_TIMEOUT, sent).await {
             Err(_) => return Err(RefreshError::Timeout),
-            Ok(Err(e)) => {
-                let reason = match find_dial_error(&e) {
-                    Some(d) => d.to_string(),
-                    None => error_chain(&e),
-                };
-                return Err(RefreshError::Transport(reason));
-            }
+            Ok(Err(SendError::Dial(d))) => return Err(RefreshError::Transport(d.to_string())),
+            Ok(Err(SendError::Http(e))) => return Err(RefreshError::Transport(error_chain(&e))),
             Ok(Ok(res)) => res,
         };
         let status = res.status().as_u16();

@@ -110,9 +110,6 @@ pub struct Proxy {
     pub transparent_raw: bool,
     /// The live token of every MCP credential.
     tokens: Arc<TokenBook>,
-    /// Upstream clients of transparent connections, by original address.
-    /// Keyed by worker too: each worker pools its own connections.
-    pinned: std::sync::Mutex<std::collections::HashMap<(SocketAddr, usize), upstream::Client>>,
     tasks: Tasks,
 }
 
@@ -146,7 +143,6 @@ impl Proxy {
             clients: Box::new([client]),
             workers: None,
             tokens: Arc::new(tokens),
-            pinned: Default::default(),
             dialer,
             tasks: Tasks::new(),
             counters: Counters::default(),
@@ -198,28 +194,6 @@ impl Proxy {
     /// The live token of every MCP credential.
     pub fn tokens(&self) -> &TokenBook {
         &self.tokens
-    }
-
-    /// A destination address with the client that dials only it. One
-    /// client (and so one pool of upstream connections) per address and
-    /// worker, shared by every transparent connection to it on that worker,
-    /// as the CONNECT path shares its worker's pool: a new client connection
-    /// need not open a new upstream one.
-    fn pinned(&self, addr: SocketAddr) -> exchange::Pinned {
-        let new = || upstream::pinned_client(self.tls.clone(), self.dialer.clone(), addr);
-        let key = (addr, workers::Workers::index());
-        let client = match self.pinned.lock() {
-            Ok(mut clients) => match clients.get(&key) {
-                Some(client) => client.clone(),
-                None if clients.len() < limits::MAX_PINNED_CLIENTS => {
-                    clients.entry(key).or_insert_with(new).clone()
-                }
-                // Full: a client of its own, dropped with its connection.
-                None => new(),
-            },
-            Err(_) => new(),
-        };
-        exchange::Pinned { addr, client }
     }
 
     /// Answers DNS questions on `socket` (the sandbox's DNS, see
@@ -281,8 +255,13 @@ impl Proxy {
                 let proxy = proxy.clone();
                 let slot = Arc::new(slot);
                 let stop = stop.clone();
+                let last = forward::LastDestination::default();
                 async move {
-                    let handler = move |req| proxy.clone().dispatch(req, peer, slot.clone());
+                    let handler = move |req| {
+                        proxy
+                            .clone()
+                            .dispatch(req, peer, slot.clone(), last.clone())
+                    };
                     if let Err(e) = server::serve(tcp, Protocol::Http1(limits), handler, stop).await
                     {
                         tracing::debug!(%peer, error = %e, "client connection ended with an error");
@@ -323,12 +302,13 @@ impl Proxy {
         req: Request<Incoming>,
         peer: SocketAddr,
         slot: Slot,
+        last: forward::LastDestination,
     ) -> Response<ProxyBody> {
         if req.method() == Method::CONNECT {
             return connect::handle(self, req, peer, slot).await;
         }
         match req.uri().scheme_str() {
-            Some("http") => forward::handle(self, req).await,
+            Some("http") => forward::handle(self, req, &last).await,
             Some("https") => ProxyError::HttpsWithoutConnect.into_response(),
             _ => ProxyError::NotAProxyRequest.into_response(),
         }

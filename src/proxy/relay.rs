@@ -7,27 +7,28 @@ use http_body_util::BodyExt;
 use super::body::{BodyError, ProxyBody};
 use super::headers::strip_hop_by_hop;
 use super::respond::ProxyError;
-use super::upstream::{find_dial_error, Client};
+use super::upstream::{Client, Origin, SendError};
 use super::Proxy;
 
-/// Sends `req` (whose URI names the checked destination) through `client`
-/// and returns the upstream's response with hop-by-hop headers removed, or
-/// why there is none.
+/// Sends `req` to `origin` through `client` and returns the upstream's
+/// response with hop-by-hop headers removed, or why there is none.
 pub async fn send(
     proxy: &Proxy,
     client: &Client,
+    origin: &Origin,
     req: Request<ProxyBody>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    let host = req.uri().host().unwrap_or_default().to_owned();
     let limit = proxy.limits.response_header_timeout;
-    match tokio::time::timeout(limit, client.request(req)).await {
-        Err(_) => Err(ProxyError::ResponseTimeout { host, after: limit }),
-        Ok(Err(e)) => Err(match find_dial_error(&e) {
-            Some(d) => ProxyError::Dial(d.clone()),
-            None => ProxyError::Exchange {
-                host,
-                chain: error_chain(&e),
-            },
+    let host = || origin.key().host.as_str().to_owned();
+    match tokio::time::timeout(limit, client.request(origin, req)).await {
+        Err(_) => Err(ProxyError::ResponseTimeout {
+            host: host(),
+            after: limit,
+        }),
+        Ok(Err(SendError::Dial(d))) => Err(ProxyError::Dial(d)),
+        Ok(Err(SendError::Http(e))) => Err(ProxyError::Exchange {
+            host: host(),
+            chain: error_chain(&e),
         }),
         Ok(Ok(res)) => {
             let (mut parts, body) = res.into_parts();

@@ -18,8 +18,9 @@
 //!   (`--transparent-refuse-raw`).
 //!
 //! The original destination is the only address ever dialled for the
-//! connection: intercepted requests go through a client of their own that
-//! dials it ([`Pinned`]). Egress, the destination guard, substitution,
+//! connection: its requests' origin carries the address
+//! ([`Destination::pinned`]), and the pool keeps connections to it apart
+//! from those to the host resolved. Egress, the destination guard, substitution,
 //! scrubbing, the audit log and metrics apply unchanged.
 
 use std::io;
@@ -32,7 +33,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::body::ProxyBody;
-use super::exchange::{self, Destination, Pinned, Scheme};
+use super::exchange::{self, Destination, Scheme};
 use super::intercept::{self, TLS_HANDSHAKE_RECORD};
 use super::limits::SNIFF_TIMEOUT;
 use super::respond::ProxyError;
@@ -184,7 +185,7 @@ async fn tls(proxy: Arc<Proxy>, mut tcp: TcpStream, orig: SocketAddr) {
         Action::Intercept(_) => {
             Counters::add(&proxy.counters.intercepts, 1);
             tracing::info!(%orig, %host, action = "intercept", "transparent TLS");
-            let dest = Destination::new(host, orig.port(), Scheme::Https, Some(proxy.pinned(orig)));
+            let dest = Destination::new(host, orig.port(), Scheme::Https, Some(orig));
             if let Some(tls) = Box::pin(intercept::handshake(&proxy, tcp, hello, &dest.host)).await
             {
                 intercept::serve_requests(proxy, tls, dest).await;
@@ -197,9 +198,8 @@ async fn tls(proxy: Arc<Proxy>, mut tcp: TcpStream, orig: SocketAddr) {
 async fn http(proxy: Arc<Proxy>, tcp: TcpStream, orig: SocketAddr) {
     let stop = proxy.tasks.stop_signal();
     let protocol = Protocol::Http1(proxy.limits.http1());
-    let pinned = proxy.pinned(orig);
     let handler_proxy = proxy.clone();
-    let handler = move |req| http_request(handler_proxy.clone(), pinned.clone(), req);
+    let handler = move |req| http_request(handler_proxy.clone(), orig, req);
     if let Err(e) = server::serve(tcp, protocol, handler, stop).await {
         tracing::debug!(%orig, error = %e, "transparent HTTP connection ended with an error");
     }
@@ -207,10 +207,9 @@ async fn http(proxy: Arc<Proxy>, tcp: TcpStream, orig: SocketAddr) {
 
 async fn http_request(
     proxy: Arc<Proxy>,
-    pinned: Pinned,
+    orig: SocketAddr,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
-    let orig = pinned.addr;
     let named = match request_host(&req) {
         Ok(a) => a,
         Err(e) => return e.into_response(),
@@ -226,7 +225,7 @@ async fn http_request(
         tracing::warn!(%orig, "transparent HTTP request refused: {}", refusal.message());
         return refusal.into_response();
     }
-    let dest = Destination::new(named.host, orig.port(), Scheme::Http, Some(pinned));
+    let dest = Destination::new(named.host, orig.port(), Scheme::Http, Some(orig));
     exchange::run(proxy, dest, req).await
 }
 

@@ -1,11 +1,10 @@
 //! [`UpstreamStream`]: one connection to an upstream, plain TCP or TLS,
-//! as hyper's pooled client reads and writes it.
+//! as hyper's client connection reads and writes it.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -19,15 +18,6 @@ pub enum UpstreamStream {
 }
 
 // === impl UpstreamStream ===
-
-impl Connection for UpstreamStream {
-    fn connected(&self) -> Connected {
-        match self {
-            UpstreamStream::Tls(_, true) => Connected::new().negotiated_h2(),
-            _ => Connected::new(),
-        }
-    }
-}
 
 impl hyper::rt::Read for UpstreamStream {
     fn poll_read(
