@@ -268,8 +268,9 @@ impl Client {
     }
 
     /// Idle HTTP/1.1 connections and shared HTTP/2 connections held, for
-    /// every origin (tests and metrics).
-    pub fn idle(&self) -> usize {
+    /// every origin.
+    #[cfg(test)]
+    fn idle(&self) -> usize {
         self.pool
             .lock()
             .values()
