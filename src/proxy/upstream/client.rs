@@ -124,7 +124,8 @@ struct GoBack {
 
 /// Generations an idle connection survives: it is closed after at least
 /// one and at most two sweeper periods (half [`POOL_IDLE_TIMEOUT`] each)
-/// without use.
+/// without use. Generations are compared with saturating subtraction: a
+/// stamp read on another thread may be one newer than the reader's.
 const IDLE_GENERATIONS: u64 = 2;
 
 // === impl Origin ===
@@ -294,14 +295,14 @@ impl Pool {
         let mut entries = self.lock();
         let entry = entries.get_mut(key)?;
         if let Some((sender, used)) = &mut entry.h2 {
-            if !sender.is_closed() && now - *used < IDLE_GENERATIONS {
+            if !sender.is_closed() && now.saturating_sub(*used) < IDLE_GENERATIONS {
                 *used = now;
                 return Some(Taken::H2(sender.clone()));
             }
             entry.h2 = None;
         }
         while let Some((sender, idle_since)) = entry.h1.pop() {
-            if sender.is_ready() && now - idle_since < IDLE_GENERATIONS {
+            if sender.is_ready() && now.saturating_sub(idle_since) < IDLE_GENERATIONS {
                 return Some(Taken::H1(sender));
             }
         }
@@ -370,7 +371,7 @@ impl Pool {
 
     fn sweep(&self) {
         let now = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        let fresh = |since: u64| now - since < IDLE_GENERATIONS;
+        let fresh = |since: u64| now.saturating_sub(since) < IDLE_GENERATIONS;
         self.lock().retain(|_, entry| {
             entry
                 .h1

@@ -325,3 +325,15 @@ async fn an_unreachable_origin_is_a_dial_error() {
     );
     assert_eq!(client.idle(), 0);
 }
+
+#[tokio::test]
+async fn a_stamp_newer_than_the_generation_read_is_fresh() {
+    let (seen, client, origin) = world("newer").await;
+    client.pool.generation.store(5, Ordering::Relaxed);
+    text(client.request(&origin, get("/")).await.unwrap()).await;
+    // A reader whose generation is one behind the connection's stamp (the
+    // sweeper advanced it on another thread between the two).
+    client.pool.generation.store(4, Ordering::Relaxed);
+    text(client.request(&origin, get("/")).await.unwrap()).await;
+    assert_eq!(seen.accepted.load(Ordering::SeqCst), 1);
+}
