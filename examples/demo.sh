@@ -26,6 +26,9 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
   -addext basicConstraints=critical,CA:FALSE \
   -keyout "$WORK/echo.key" -out "$WORK/echo.pem" 2>/dev/null
 
+# The log exists before the server starts: the redirect below happens in
+# the background child, which the first read of the log may outrun.
+: >"$WORK/server.log"
 python3 examples/echo_server.py --cert "$WORK/echo.pem" --key "$WORK/echo.key" --port 0 \
   >"$WORK/server.log" 2>&1 &
 ECHO_PID=$!

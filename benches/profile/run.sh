@@ -106,11 +106,12 @@ start_keyhole() {
 }
 
 # Waits for the line "$2ADDR" in the log $1 and sets addr, or exits with
-# the log.
+# the log. The log may not exist yet: the background child that redirects
+# into it can be outrun.
 wait_for_address() {
   addr=""
   for _ in $(seq 1 600); do
-    addr=$(sed -n "s/^$2//p" "$1")
+    addr=$(sed -n "s/^$2//p" "$1" 2>/dev/null || true)
     [ -n "$addr" ] && return
     sleep 0.1
   done

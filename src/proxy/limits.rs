@@ -87,6 +87,12 @@ pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// sockets still close after [`POOL_IDLE_TIMEOUT`], and an idle TLS
 /// connection costs about 30 KiB, so a full pool for one host is ~8 MiB.
 pub const POOL_MAX_IDLE_PER_HOST: usize = 256;
+/// Origins (scheme, host, port, pinned address) a worker's pool holds
+/// connections for at once. Agents talk to a few dozen; the bound keeps a
+/// sandbox with unrestricted egress (or transparent mode, one origin per
+/// address) from growing the map without end: past it, a connection to a
+/// new origin is used once and closed instead of pooled.
+pub const POOL_MAX_ORIGINS: usize = 4096;
 
 /// The bounds users tune, as `keyhole run` was given them.
 #[derive(Debug, Clone)]

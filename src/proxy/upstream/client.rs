@@ -36,7 +36,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use super::{Connector, DialError, UpstreamStream};
 use crate::host::{Authority, Host};
 use crate::proxy::body::ProxyBody;
-use crate::proxy::limits::{POOL_IDLE_TIMEOUT, POOL_MAX_IDLE_PER_HOST};
+use crate::proxy::limits::{POOL_IDLE_TIMEOUT, POOL_MAX_IDLE_PER_HOST, POOL_MAX_ORIGINS};
 
 /// Where requests go: what the pool is keyed by, with the forms of it a
 /// request needs, built once per destination rather than per request.
@@ -85,6 +85,8 @@ pub struct Client {
 struct Pool {
     connector: Connector,
     entries: Mutex<HashMap<Arc<OriginKey>, Entry>>,
+    /// Origins held at most ([`POOL_MAX_ORIGINS`]; smaller in tests).
+    max_origins: usize,
     /// The coarse clock: advanced by the sweeper every half
     /// [`POOL_IDLE_TIMEOUT`].
     generation: AtomicU64,
@@ -161,7 +163,12 @@ impl Origin {
 
     /// The origin of an absolute `http://` or `https://` URI.
     pub fn from_uri(uri: &Uri) -> Result<Origin, DialError> {
-        let bad = || DialError::BadName(uri.to_string());
+        // Only the authority is named: a URL's path and query may carry
+        // what the log must not.
+        let named = uri
+            .authority()
+            .map_or("a URL without a host", |a| a.as_str());
+        let bad = || DialError::BadName(named.to_owned());
         let https = match uri.scheme_str() {
             Some("https") => true,
             Some("http") => false,
@@ -188,6 +195,7 @@ impl Client {
             pool: Arc::new(Pool {
                 connector,
                 entries: Mutex::new(HashMap::new()),
+                max_origins: POOL_MAX_ORIGINS,
                 generation: AtomicU64::new(0),
                 sweeping: AtomicBool::new(false),
             }),
@@ -320,7 +328,9 @@ impl Pool {
                 .map_err(SendError::Http)?;
             tokio::spawn(conn);
             let now = self.generation.load(Ordering::Relaxed);
-            self.lock().entry(key.clone()).or_default().h2 = Some((sender.clone(), now));
+            if let Some(entry) = entry_for(&mut self.lock(), key.clone(), self.max_origins) {
+                entry.h2 = Some((sender.clone(), now));
+            }
             self.sweep_soon();
             return Ok(Taken::H2(sender));
         }
@@ -337,9 +347,10 @@ impl Pool {
         }
         let now = self.generation.load(Ordering::Relaxed);
         let mut entries = self.lock();
-        let idle = &mut entries.entry(key).or_default().h1;
-        if idle.len() < POOL_MAX_IDLE_PER_HOST {
-            idle.push((sender, now));
+        if let Some(entry) = entry_for(&mut entries, key, self.max_origins) {
+            if entry.h1.len() < POOL_MAX_IDLE_PER_HOST {
+                entry.h1.push((sender, now));
+            }
         }
         drop(entries);
         self.sweep_soon();
@@ -385,6 +396,22 @@ impl Pool {
             }
             entry.h2.is_some() || !entry.h1.is_empty()
         });
+    }
+}
+
+/// `key`'s entry in the pool's map, made if the map holds fewer than
+/// `max` origins: where a connection going into the pool goes.
+fn entry_for(
+    entries: &mut HashMap<Arc<OriginKey>, Entry>,
+    key: Arc<OriginKey>,
+    max: usize,
+) -> Option<&mut Entry> {
+    use std::collections::hash_map::Entry as Slot;
+    let full = entries.len() >= max;
+    match entries.entry(key) {
+        Slot::Occupied(e) => Some(e.into_mut()),
+        Slot::Vacant(_) if full => None,
+        Slot::Vacant(e) => Some(e.insert(Entry::default())),
     }
 }
 

@@ -337,3 +337,57 @@ async fn a_stamp_newer_than_the_generation_read_is_fresh() {
     text(client.request(&origin, get("/")).await.unwrap()).await;
     assert_eq!(seen.accepted.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn past_the_origin_bound_connections_are_used_once() {
+    let (a, seen_a) = upstream("a").await;
+    let (b, seen_b) = upstream("b").await;
+    let mut client = Client::new(plain_connector(&[]));
+    Arc::get_mut(&mut client.pool).unwrap().max_origins = 1;
+    for _ in 0..3 {
+        text(
+            client
+                .request(&local(a.port(), None), get("/"))
+                .await
+                .unwrap(),
+        )
+        .await;
+        text(
+            client
+                .request(&local(b.port(), None), get("/"))
+                .await
+                .unwrap(),
+        )
+        .await;
+    }
+    // The first origin keeps its connection; the second, past the bound,
+    // gets a new one per request, each closed after its answer.
+    assert_eq!(seen_a.accepted.load(Ordering::SeqCst), 1);
+    assert_eq!(seen_b.accepted.load(Ordering::SeqCst), 3);
+    assert_eq!(closed(&seen_b, 3).await, 3);
+    assert_eq!(client.idle(), 1);
+}
+
+#[test]
+fn a_bad_token_endpoint_url_is_named_by_its_authority_only() {
+    let err = Origin::from_uri(&"ftp://b.test/path?code=hidden".parse().unwrap()).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("b.test") && !text.contains("hidden"),
+        "{text}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_sweeper_closes_an_idle_connection_within_the_idle_timeout() {
+    let (seen, client, origin) = world("timer").await;
+    text(client.request(&origin, get("/")).await.unwrap()).await;
+    assert_eq!(client.idle(), 1);
+    // Half the timeout: one sweep, the connection stays.
+    tokio::time::sleep(POOL_IDLE_TIMEOUT / 2 + Duration::from_secs(1)).await;
+    assert_eq!(client.idle(), 1);
+    // The whole timeout: the second sweep closes it.
+    tokio::time::sleep(POOL_IDLE_TIMEOUT / 2).await;
+    assert_eq!(client.idle(), 0);
+    assert_eq!(closed(&seen, 1).await, 1);
+}
